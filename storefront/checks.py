@@ -1,0 +1,42 @@
+"""`manage.py check --deploy` refuses a production configuration that would use a test-mode backend."""
+
+from django.conf import settings
+from django.core.checks import Error, Tags, register
+
+
+@register(Tags.security, deploy=True)
+def check_production_backends(app_configs, **kwargs) -> list[Error]:
+    errors: list[Error] = []
+    if settings.PAYMENTS_BACKEND == "test":
+        errors.append(
+            Error(
+                "PAYMENTS_BACKEND is 'test': the built-in test-mode checkout hands out vouchers without payment.",
+                hint="Set PAYMENTS_BACKEND=stripe with STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET.",
+                id="storefront.E001",
+            )
+        )
+    elif not (settings.STRIPE_SECRET_KEY and settings.STRIPE_WEBHOOK_SECRET):
+        errors.append(
+            Error(
+                "Stripe is the payments backend but STRIPE_SECRET_KEY or STRIPE_WEBHOOK_SECRET is empty.",
+                hint="Set both from the Stripe dashboard (see .env.example).",
+                id="storefront.E002",
+            )
+        )
+    if settings.IMAGE_BACKEND == "placeholder":
+        errors.append(
+            Error(
+                "IMAGE_BACKEND is 'placeholder': members would pay credits for placeholder images.",
+                hint="Set IMAGE_BACKEND=openai and OPENAI_API_KEY.",
+                id="storefront.E003",
+            )
+        )
+    elif settings.IMAGE_BACKEND == "openai" and not settings.OPENAI_API_KEY:
+        errors.append(
+            Error(
+                "IMAGE_BACKEND is 'openai' but OPENAI_API_KEY is empty.",
+                hint="Set OPENAI_API_KEY (see .env.example).",
+                id="storefront.E004",
+            )
+        )
+    return errors

@@ -1,0 +1,71 @@
+"""The shop's records: credit packs for sale, orders, and the Stripe events we have seen."""
+
+from django.db import models
+from django.db.models import Q
+
+
+class CreditPack(models.Model):
+    """A pack of image credits for sale. Editable in the admin; prices are integer cents."""
+
+    name = models.CharField(max_length=80)
+    credits = models.PositiveIntegerField()
+    price_cents = models.PositiveIntegerField()
+    currency = models.CharField(max_length=3, default="usd")
+    active = models.BooleanField(default=True)
+    sort_order = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["sort_order", "price_cents"]
+        constraints = [
+            models.CheckConstraint(condition=Q(credits__gt=0), name="creditpack_credits_positive"),
+            models.CheckConstraint(condition=Q(price_cents__gt=0), name="creditpack_price_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.credits} credits)"
+
+
+class Order(models.Model):
+    """One attempt to buy one pack. Credits and amount are copied at purchase time."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        PAID = "paid", "Paid"
+        EXPIRED = "expired", "Expired"
+        FAILED = "failed", "Failed"
+        REFUNDED = "refunded", "Refunded"
+
+    pack = models.ForeignKey(CreditPack, on_delete=models.PROTECT, related_name="orders")
+    credits = models.PositiveIntegerField()
+    amount_cents = models.PositiveIntegerField()
+    currency = models.CharField(max_length=3)
+    stripe_session_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
+    payment_intent_id = models.CharField(max_length=255, blank=True, db_index=True)
+    email = models.EmailField(blank=True)
+    discord_user_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    paid_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Order #{self.pk} ({self.status})"
+
+
+class StripeEvent(models.Model):
+    """Each Stripe event id is recorded once: deduplication of redeliveries and an audit trail."""
+
+    event_id = models.CharField(max_length=255, unique=True)
+    type = models.CharField(max_length=100)
+    received_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_id}"

@@ -1,0 +1,163 @@
+"""Settings for the whole product, read from the environment (and an optional `.env` file) by django-environ.
+
+Every variable is listed and explained in `.env.example`. Secrets have no defaults outside DEBUG; test-mode
+backends are chosen only when their keys are absent and DEBUG is on, and `manage.py check --deploy` fails
+loudly on a production configuration that would use them (see `storefront/checks.py`).
+"""
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+# A local `.env` is a convenience for development; real deployments set the environment directly.
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DEBUG", default=False)
+
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off (see .env.example).")
+    SECRET_KEY = "django-insecure-development-only-key-do-not-deploy"  # noqa: S105 - DEBUG only
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if DEBUG else [])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Absolute base URL of the storefront, used in emails and in the bot's /buy links.
+SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "storefront",
+    "vouchers",
+    "discordbot",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "storefront.urls"
+WSGI_APPLICATION = "storefront.wsgi.application"
+ASGI_APPLICATION = "storefront.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------------------
+DATA_DIR = Path(env.str("DATA_DIR", default=str(BASE_DIR / "data")))
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The web and bot containers write to one SQLite file from two processes. WAL lets readers run beside
+    # the writer; synchronous=NORMAL is durable across process crashes in WAL mode; the busy timeout makes a
+    # second writer wait instead of failing; IMMEDIATE takes the write lock at BEGIN, so a transaction that
+    # reads then writes cannot fail half-way with "database is locked" (a DEFERRED one ignores the timeout).
+    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": env.int("SQLITE_BUSY_TIMEOUT", default=20),
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
+# Keep connections open: closing a WAL connection forces a checkpoint and an fsync on every request.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=600)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+
+# --- Email ----------------------------------------------------------------------------------------------
+vars().update(env.email("EMAIL_URL", default="consolemail://"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Image Credits <noreply@localhost>")
+
+# --- Static files (served by whitenoise; no external CDN) ----------------------------------------------
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if not DEBUG
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# --- Security (production) -----------------------------------------------------------------------------
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # the load balancer's health check speaks plain HTTP
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 3600)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# --- Payments -------------------------------------------------------------------------------------------
+STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
+STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
+# Optional: points stripe-python at stripe-mock or a test fake instead of api.stripe.com.
+STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="")
+# `stripe` or `test`. The built-in test-mode checkout is the default only in DEBUG without Stripe keys.
+PAYMENTS_BACKEND = env.str(
+    "PAYMENTS_BACKEND", default="test" if DEBUG and not STRIPE_SECRET_KEY else "stripe"
+)
+
+# --- Discord --------------------------------------------------------------------------------------------
+DISCORD_TOKEN = env.str("DISCORD_TOKEN", default="")
+DISCORD_TEST_GUILD_ID = env.int("DISCORD_TEST_GUILD_ID", default=None)
+
+# --- Images ---------------------------------------------------------------------------------------------
+OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
+# Read by the openai client itself too; empty means api.openai.com.
+OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="")
+IMAGE_MODEL = env.str("IMAGE_MODEL", default="gpt-image-2.5-flare")
+# `openai` or `placeholder` (a local Pillow image, for keyless development).
+IMAGE_BACKEND = env.str(
+    "IMAGE_BACKEND", default="placeholder" if DEBUG and not OPENAI_API_KEY else "openai"
+)
+MAX_CONCURRENT_GENERATIONS = env.int("MAX_CONCURRENT_GENERATIONS", default=8)
+GENERATIONS_PER_MEMBER = env.int("GENERATIONS_PER_MEMBER", default=1)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"discord": {"level": "WARNING"}, "django.db.backends": {"level": "WARNING"}},
+}
