@@ -147,9 +147,7 @@ OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
 OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="")
 IMAGE_MODEL = env.str("IMAGE_MODEL", default="gpt-image-2.5-flare")
 # `openai` or `placeholder` (a local Pillow image, for keyless development).
-IMAGE_BACKEND = env.str(
-    "IMAGE_BACKEND", default="placeholder" if DEBUG and not OPENAI_API_KEY else "openai"
-)
+IMAGE_BACKEND = env.str("IMAGE_BACKEND", default="placeholder" if DEBUG and not OPENAI_API_KEY else "openai")
 MAX_CONCURRENT_GENERATIONS = env.int("MAX_CONCURRENT_GENERATIONS", default=8)
 GENERATIONS_PER_MEMBER = env.int("GENERATIONS_PER_MEMBER", default=1)
 

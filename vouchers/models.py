@@ -88,7 +88,11 @@ class LedgerEntry(models.Model):
         Voucher, on_delete=models.PROTECT, null=True, blank=True, related_name="ledger_entries"
     )
     generation = models.ForeignKey(
-        "discordbot.Generation", on_delete=models.PROTECT, null=True, blank=True, related_name="ledger_entries"
+        "discordbot.Generation",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="ledger_entries",
     )
     refund_of = models.OneToOneField(
         "self", on_delete=models.PROTECT, null=True, blank=True, related_name="refunded_by"

@@ -157,7 +157,9 @@ def voucher_redeem(*, code: str, discord_user_id: int) -> Redemption:
         raise VoucherNotFound()
     if voucher.status == Voucher.Status.REDEEMED:
         if voucher.redeemed_by_id == account.pk:
-            raise VoucherAlreadyRedeemed("You already redeemed that voucher; its credits are in your balance.")
+            raise VoucherAlreadyRedeemed(
+                "You already redeemed that voucher; its credits are in your balance."
+            )
         raise VoucherAlreadyRedeemed()
     raise VoucherVoid()
 
@@ -187,7 +189,9 @@ def credits_reserve(
     _require_discord_id(discord_user_id)
     _require_amount(amount)
     memo = _require_memo(memo)
-    account_id = CreditAccount.objects.filter(discord_user_id=discord_user_id).values_list("pk", flat=True).first()
+    account_id = (
+        CreditAccount.objects.filter(discord_user_id=discord_user_id).values_list("pk", flat=True).first()
+    )
     if account_id is None:
         raise InsufficientCredits("You have no credits yet. Use /buy or /redeem first.")
     return _ledger_move(
