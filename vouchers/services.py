@@ -134,8 +134,10 @@ def voucher_issue(*, credits: int, note: str = "", order=None) -> Voucher:
 def voucher_redeem(*, code: str, discord_user_id: int) -> Redemption:
     """Move a voucher's credits into the member's account. Exactly one of many racing redeemers wins."""
     code = _require_code(code)
-    account = account_get_or_create(discord_user_id=discord_user_id)
+    _require_discord_id(discord_user_id)
     with transaction.atomic():
+        # Inside the transaction, so that a refused attempt (which raises below) leaves no empty account.
+        account = account_get_or_create(discord_user_id=discord_user_id)
         # The claim itself: one conditional UPDATE. Whoever flips ACTIVE -> REDEEMED owns the credits.
         claimed = Voucher.objects.filter(code=code, status=Voucher.Status.ACTIVE).update(
             status=Voucher.Status.REDEEMED, redeemed_by=account, redeemed_at=timezone.now()
@@ -151,17 +153,17 @@ def voucher_redeem(*, code: str, discord_user_id: int) -> Redemption:
             )
             balance = CreditAccount.objects.values_list("balance", flat=True).get(pk=account.pk)
             return Redemption(voucher=voucher, credits=entry.delta, balance=balance)
-    # Nothing was written; say why.
-    voucher = Voucher.objects.filter(code=code).first()
-    if voucher is None:
-        raise VoucherNotFound()
-    if voucher.status == Voucher.Status.REDEEMED:
-        if voucher.redeemed_by_id == account.pk:
-            raise VoucherAlreadyRedeemed(
-                "You already redeemed that voucher; its credits are in your balance."
-            )
-        raise VoucherAlreadyRedeemed()
-    raise VoucherVoid()
+        # Nothing was claimed; say why.
+        voucher = Voucher.objects.filter(code=code).first()
+        if voucher is None:
+            raise VoucherNotFound()
+        if voucher.status == Voucher.Status.REDEEMED:
+            if voucher.redeemed_by_id == account.pk:
+                raise VoucherAlreadyRedeemed(
+                    "You already redeemed that voucher; its credits are in your balance."
+                )
+            raise VoucherAlreadyRedeemed()
+        raise VoucherVoid()
 
 
 def voucher_void(*, code: str, memo: str = "") -> Voucher:
@@ -236,6 +238,8 @@ def voucher_payment_refunded(*, voucher_id: int, memo: str = "") -> PaymentRefun
     Idempotent: `refunded_at` is claimed by one conditional UPDATE, so a redelivered refund does nothing.
     Credits already spent on images are not clawed back below zero; the balance only drops to 0.
     """
+    if type(voucher_id) is not int:  # "1", 1.0 or True would otherwise match voucher #1
+        raise VoucherNotFound()
     memo = _require_memo(memo) or "Payment refunded"
     with transaction.atomic():
         if not Voucher.objects.filter(pk=voucher_id, refunded_at__isnull=True).update(
