@@ -3,6 +3,8 @@
 from django.db import models
 from django.db.models import Q
 
+from storefront.money import format_money, format_unit_price
+
 
 class CreditPack(models.Model):
     """A pack of image credits for sale. Editable in the admin; prices are integer cents."""
@@ -23,6 +25,14 @@ class CreditPack(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.credits} credits)"
+
+    @property
+    def price_display(self) -> str:
+        return format_money(self.price_cents, self.currency)
+
+    @property
+    def price_per_image_display(self) -> str:
+        return format_unit_price(self.price_cents, self.credits, self.currency)
 
 
 class Order(models.Model):
@@ -54,6 +64,10 @@ class Order(models.Model):
     def __str__(self) -> str:
         return f"Order #{self.pk} ({self.status})"
 
+    @property
+    def amount_display(self) -> str:
+        return format_money(self.amount_cents, self.currency)
+
 
 class StripeEvent(models.Model):
     """Each Stripe event id is recorded once: deduplication of redeliveries and an audit trail."""
@@ -62,6 +76,9 @@ class StripeEvent(models.Model):
     type = models.CharField(max_length=100)
     received_at = models.DateTimeField(auto_now_add=True)
     processed_at = models.DateTimeField(null=True, blank=True)
+    # How many deliveries were processed (a failed one is processed again when Stripe retries it).
+    attempts = models.PositiveIntegerField(default=0)
+    # The last failure, kept after a later success as a record of what went wrong.
     error = models.TextField(blank=True)
 
     class Meta:

@@ -6,7 +6,13 @@ from django.urls import path
 from storefront import views
 
 urlpatterns = [
-    path("", views.home, name="home"),
+    path("", views.pack_list, name="pack_list"),
+    path("checkout/", views.checkout, name="checkout"),
+    path("checkout/success/", views.checkout_success, name="checkout_success"),
+    path("checkout/cancel/", views.checkout_cancel, name="checkout_cancel"),
+    # The built-in test-mode checkout page; answers 404 unless PAYMENTS_BACKEND=test and DEBUG is on.
+    path("checkout/test/<str:session_id>/", views.checkout_test, name="checkout_test"),
+    path("stripe/webhook/", views.stripe_webhook, name="stripe_webhook"),
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
 ]

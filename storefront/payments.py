@@ -1,0 +1,211 @@
+"""Payments backends: where Checkout Sessions are created and where the truth about a payment is read.
+
+Two backends share one small interface, so checkout and fulfilment are the same code whichever is in use:
+
+- `StripeBackend` talks to Stripe (or, with `STRIPE_API_BASE`, to stripe-mock or a test fake) through a
+  `stripe.StripeClient` with a bounded timeout and retry count.
+- `TestModeBackend` (`PAYMENTS_BACKEND=test`, DEBUG only) never leaves the process: its "checkout page" is a
+  local, clearly labelled page, and the state of a session is read back from the order itself.
+
+Neither backend touches the database inside a transaction; callers must not hold one open around them.
+"""
+
+import logging
+import secrets
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Protocol
+
+import stripe
+from django.conf import settings
+from django.urls import reverse
+
+from storefront.errors import CheckoutError
+from storefront.models import Order
+
+logger = logging.getLogger(__name__)
+
+TEST_SESSION_PREFIX = "cs_localtest_"
+PROVIDER_DOWN = (
+    "We couldn't reach the payment provider just now. You have not been charged; please try again in a minute."
+)
+
+
+@dataclass(frozen=True)
+class CheckoutSession:
+    """What we need to know about a Checkout Session, from whichever backend."""
+
+    id: str
+    url: str
+    status: str  # open | complete | expired
+    payment_status: str  # paid | unpaid | no_payment_required
+    order_id: int | None  # our order, from client_reference_id (or metadata)
+    payment_intent_id: str = ""
+    email: str = ""
+
+    @property
+    def is_paid(self) -> bool:
+        return self.payment_status == "paid"
+
+
+class PaymentsBackend(Protocol):
+    def session_create(self, *, order: Order, success_url: str, cancel_url: str) -> CheckoutSession: ...
+
+    def session_retrieve(self, *, session_id: str) -> CheckoutSession: ...
+
+
+def _order_id(raw: object) -> int | None:
+    text = str(raw) if raw is not None else ""
+    return int(text) if text.isdigit() and 0 < len(text) < 19 else None
+
+
+def idempotency_key(order: Order) -> str:
+    """One key per order, so a retried create (ours or stripe-python's) returns the same session.
+
+    The creation time is part of it because order ids restart when a database is recreated (a developer's
+    fresh SQLite file against the same Stripe test account), and Stripe remembers keys for 24 hours.
+    """
+    return f"checkout-order-{order.pk}-{int(order.created_at.timestamp() * 1_000_000)}"
+
+
+@lru_cache(maxsize=8)
+def _stripe_client(api_key: str, api_base: str, timeout: float, retries: int) -> stripe.StripeClient:
+    # Cached per configuration: the client keeps its HTTP connections (one session per thread) between calls.
+    return stripe.StripeClient(
+        api_key,
+        base_addresses={"api": api_base} if api_base else None,
+        max_network_retries=retries,
+        http_client=stripe.new_default_http_client(timeout=timeout),
+    )
+
+
+class StripeBackend:
+    """Stripe Checkout, in payment mode, with price data taken from the order."""
+
+    def _client(self) -> stripe.StripeClient:
+        if not settings.STRIPE_SECRET_KEY:
+            logger.error("PAYMENTS_BACKEND is 'stripe' but STRIPE_SECRET_KEY is empty.")
+            raise CheckoutError("Payments are not available right now.", http_status=503)
+        return _stripe_client(
+            settings.STRIPE_SECRET_KEY,
+            settings.STRIPE_API_BASE,
+            float(settings.STRIPE_TIMEOUT_SECONDS),
+            int(settings.STRIPE_MAX_NETWORK_RETRIES),
+        )
+
+    def session_create(self, *, order: Order, success_url: str, cancel_url: str) -> CheckoutSession:
+        params: dict[str, Any] = {
+            "mode": "payment",
+            "line_items": [
+                {
+                    "quantity": 1,
+                    "price_data": {
+                        "currency": order.currency,
+                        "unit_amount": order.amount_cents,
+                        "product_data": {"name": f"{order.pack.name}: {order.credits} image credits"},
+                    },
+                }
+            ],
+            "client_reference_id": str(order.pk),
+            "metadata": {"order_id": str(order.pk)},
+            # Also on the payment, so a refund can be traced back to its order from the charge alone.
+            "payment_intent_data": {"metadata": {"order_id": str(order.pk)}},
+            "success_url": success_url,
+            "cancel_url": cancel_url,
+        }
+        try:
+            session = self._client().v1.checkout.sessions.create(
+                params=params,  # type: ignore[arg-type]
+                options={"idempotency_key": idempotency_key(order)},
+            )
+        except stripe.StripeError as exc:
+            logger.warning("Stripe refused or failed a Checkout Session for order %s: %r", order.pk, exc)
+            raise CheckoutError(PROVIDER_DOWN, http_status=502) from exc
+        return self._parse(session)
+
+    def session_retrieve(self, *, session_id: str) -> CheckoutSession:
+        try:
+            session = self._client().v1.checkout.sessions.retrieve(session_id)
+        except stripe.InvalidRequestError as exc:
+            if exc.http_status == 404:
+                raise CheckoutError("We don't know that checkout.", http_status=404) from exc
+            logger.warning("Stripe refused to retrieve session %s: %r", session_id, exc)
+            raise CheckoutError(PROVIDER_DOWN, http_status=502) from exc
+        except stripe.StripeError as exc:
+            logger.warning("Could not retrieve Checkout Session %s: %r", session_id, exc)
+            raise CheckoutError(PROVIDER_DOWN, http_status=502) from exc
+        return self._parse(session)
+
+    @staticmethod
+    def _parse(session: stripe.checkout.Session) -> CheckoutSession:
+        # Stripe objects are not dicts (stripe 16); the plain dict is easier to read defensively.
+        data = session.to_dict()
+        details = data.get("customer_details") or {}
+        metadata = data.get("metadata") or {}
+        intent = data.get("payment_intent")
+        if isinstance(intent, dict):  # expanded
+            intent = intent.get("id")
+        return CheckoutSession(
+            id=data["id"],
+            url=data.get("url") or "",
+            status=data.get("status") or "",
+            payment_status=data.get("payment_status") or "",
+            order_id=_order_id(data.get("client_reference_id")) or _order_id(metadata.get("order_id")),
+            payment_intent_id=intent or "",
+            email=details.get("email") or data.get("customer_email") or "",
+        )
+
+
+class TestModeBackend:
+    """A local stand-in for Stripe Checkout: no keys, no network, no money. Works only with DEBUG on.
+
+    A session is "paid" once the buyer pressed Pay on the test checkout page (which fulfils the order through
+    the same code as Stripe's webhook), so the state of a session is simply read back from its order.
+    """
+
+    def session_create(self, *, order: Order, success_url: str, cancel_url: str) -> CheckoutSession:
+        session_id = TEST_SESSION_PREFIX + secrets.token_urlsafe(24)
+        url = reverse("checkout_test", kwargs={"session_id": session_id})
+        return CheckoutSession(id=session_id, url=url, status="open", payment_status="unpaid", order_id=order.pk)
+
+    def session_retrieve(self, *, session_id: str) -> CheckoutSession:
+        order = Order.objects.filter(stripe_session_id=session_id).first()
+        if order is None:
+            raise CheckoutError("We don't know that checkout.", http_status=404)
+        paid = order.status in (Order.Status.PAID, Order.Status.REFUNDED)
+        return self._session(order, paid=paid)
+
+    def session_paid(self, *, order: Order, email: str = "") -> CheckoutSession:
+        """The session as the test checkout page's Pay button leaves it: complete and paid."""
+        return self._session(order, paid=True, email=email)
+
+    @staticmethod
+    def _session(order: Order, *, paid: bool, email: str = "") -> CheckoutSession:
+        status = "expired" if order.status == Order.Status.EXPIRED else ("complete" if paid else "open")
+        return CheckoutSession(
+            id=order.stripe_session_id or "",
+            url=reverse("checkout_test", kwargs={"session_id": order.stripe_session_id}),
+            status=status,
+            payment_status="paid" if paid else "unpaid",
+            order_id=order.pk,
+            payment_intent_id=f"pi_localtest_{order.pk}" if paid else "",
+            email=email or order.email,
+        )
+
+
+def payments_test_mode() -> bool:
+    """The test-mode backend is selected and allowed (DEBUG on)."""
+    return settings.PAYMENTS_BACKEND == "test" and settings.DEBUG
+
+
+def payments_backend() -> PaymentsBackend:
+    """The configured backend. A test-mode backend outside DEBUG is refused here, not only by check --deploy."""
+    if settings.PAYMENTS_BACKEND == "stripe":
+        return StripeBackend()
+    if settings.PAYMENTS_BACKEND == "test":
+        if not settings.DEBUG:
+            logger.error("PAYMENTS_BACKEND is 'test' but DEBUG is off: refusing to hand out free vouchers.")
+            raise CheckoutError("Payments are not available right now.", http_status=503)
+        return TestModeBackend()
+    logger.error("Unknown PAYMENTS_BACKEND %r (expected 'stripe' or 'test').", settings.PAYMENTS_BACKEND)
+    raise CheckoutError("Payments are not available right now.", http_status=503)
