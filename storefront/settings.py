@@ -136,6 +136,9 @@ STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="")
 PAYMENTS_BACKEND = env.str(
     "PAYMENTS_BACKEND", default="test" if DEBUG and not STRIPE_SECRET_KEY else "stripe"
 )
+# Bounds on each call to Stripe, so a slow or unreachable Stripe cannot hold a buyer's request for minutes.
+STRIPE_TIMEOUT_SECONDS = env.float("STRIPE_TIMEOUT_SECONDS", default=20)
+STRIPE_MAX_NETWORK_RETRIES = env.int("STRIPE_MAX_NETWORK_RETRIES", default=2)
 
 # --- Discord --------------------------------------------------------------------------------------------
 DISCORD_TOKEN = env.str("DISCORD_TOKEN", default="")
