@@ -57,6 +57,12 @@ def make_order(*, pack: CreditPack | None = None, **fields: Any) -> Order:
 
 
 @pytest.fixture
+def no_packs(db) -> None:
+    """Start from an empty pack table (the seeding migration's packs are there in `db` tests)."""
+    CreditPack.objects.all().delete()
+
+
+@pytest.fixture
 def pack(db) -> CreditPack:
     return make_pack()
 
