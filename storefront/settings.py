@@ -143,6 +143,9 @@ STRIPE_MAX_NETWORK_RETRIES = env.int("STRIPE_MAX_NETWORK_RETRIES", default=2)
 # --- Discord --------------------------------------------------------------------------------------------
 DISCORD_TOKEN = env.str("DISCORD_TOKEN", default="")
 DISCORD_TEST_GUILD_ID = env.int("DISCORD_TEST_GUILD_ID", default=None)
+# Failed /redeem attempts a member may make per window before /redeem refuses them (counted in CACHE_URL).
+REDEEM_MAX_FAILURES = env.int("REDEEM_MAX_FAILURES", default=5)
+REDEEM_FAILURE_WINDOW_SECONDS = env.int("REDEEM_FAILURE_WINDOW_SECONDS", default=900)
 
 # --- Images ---------------------------------------------------------------------------------------------
 OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
@@ -153,6 +156,27 @@ IMAGE_MODEL = env.str("IMAGE_MODEL", default="gpt-image-2.5-flare")
 IMAGE_BACKEND = env.str("IMAGE_BACKEND", default="placeholder" if DEBUG and not OPENAI_API_KEY else "openai")
 MAX_CONCURRENT_GENERATIONS = env.int("MAX_CONCURRENT_GENERATIONS", default=8)
 GENERATIONS_PER_MEMBER = env.int("GENERATIONS_PER_MEMBER", default=1)
+# Credits per image by size, then quality. The first size and "medium" are what /generate uses by default.
+GENERATION_COSTS = env.json(
+    "GENERATION_COSTS",
+    default={
+        "1024x1024": {"low": 1, "medium": 1, "high": 3},
+        "1536x1024": {"low": 1, "medium": 2, "high": 4},
+        "1024x1536": {"low": 1, "medium": 2, "high": 4},
+    },
+)
+GENERATION_DEFAULT_QUALITY = "medium"
+# Seconds one image may take at the backend (each OpenAI attempt, and all attempts together).
+GENERATION_TIMEOUT_SECONDS = env.float("GENERATION_TIMEOUT_SECONDS", default=180)
+# Seconds a request may wait in line; with the timeout above it stays inside Discord's 15-minute token.
+GENERATION_QUEUE_TIMEOUT_SECONDS = env.float("GENERATION_QUEUE_TIMEOUT_SECONDS", default=600)
+# The bot's sweep refunds generations still in flight after this many seconds (a crashed process's).
+GENERATION_STALE_SECONDS = env.int("GENERATION_STALE_SECONDS", default=1800)
+GENERATION_SWEEP_INTERVAL_SECONDS = env.int("GENERATION_SWEEP_INTERVAL_SECONDS", default=300)
+# Retries of the openai client on 408/409/429/5xx, timeouts and connection errors.
+OPENAI_MAX_RETRIES = env.int("OPENAI_MAX_RETRIES", default=2)
+# Seconds the placeholder backend pretends to work (for demos and the concurrency bench).
+PLACEHOLDER_DELAY_SECONDS = env.float("PLACEHOLDER_DELAY_SECONDS", default=0)
 
 LOGGING = {
     "version": 1,

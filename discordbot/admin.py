@@ -1,0 +1,88 @@
+"""Operator admin for generations: a read-only record of every image asked for, with its timings.
+
+Credits are never changed here; a generation stuck in flight is refunded by the bot's sweep.
+"""
+
+from datetime import timedelta
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from discordbot.models import Generation
+
+
+def _seconds(delta: timedelta | None) -> str:
+    return "-" if delta is None else f"{delta.total_seconds():.1f} s"
+
+
+@admin.register(Generation)
+class GenerationAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "created_at",
+        "member",
+        "status",
+        "short_prompt",
+        "size",
+        "quality",
+        "cost",
+        "model",
+        "waited",
+        "took",
+    ]
+    list_filter = ["status", "model", "size", "quality", "created_at"]
+    search_fields = ["prompt", "account__discord_user_id", "error"]
+    list_select_related = ["account"]
+    date_hierarchy = "created_at"
+    fields = [
+        "account",
+        "prompt",
+        "size",
+        "quality",
+        "model",
+        "cost",
+        "status",
+        "error",
+        "interaction_id",
+        "channel_id",
+        "message_id",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "waited",
+        "took",
+    ]
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Generation]:
+        return super().get_queryset(request).select_related("account")
+
+    @admin.display(description="Discord user", ordering="account__discord_user_id")
+    def member(self, obj: Generation) -> int:
+        return obj.account.discord_user_id
+
+    @admin.display(description="prompt")
+    def short_prompt(self, obj: Generation) -> str:
+        return obj.prompt if len(obj.prompt) <= 60 else obj.prompt[:59] + "\N{HORIZONTAL ELLIPSIS}"
+
+    @admin.display(description="waited")
+    def waited(self, obj: Generation) -> str:
+        """In line, from the request to the start of the backend call."""
+        return _seconds(obj.started_at - obj.created_at if obj.started_at else None)
+
+    @admin.display(description="took")
+    def took(self, obj: Generation) -> str:
+        """From the start (or the request, if it never started) to delivery or refund."""
+        if obj.finished_at is None:
+            return "-"
+        return _seconds(obj.finished_at - (obj.started_at or obj.created_at))
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False

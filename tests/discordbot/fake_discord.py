@@ -1,0 +1,566 @@
+"""A fake Discord on 127.0.0.1: the REST routes and the websocket gateway an unmodified discord.py bot uses.
+
+The bot is pointed here only from the test side (`redirect_discord_py`: `discord.http.Route.BASE` and
+`discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY`). The fake pushes real INTERACTION_CREATE payloads down the
+gateway and records every REST call the bot makes, with a timestamp, its JSON body and any uploaded files, so
+tests can check what the bot really sent: deferrals, ephemeral flags, followups, attachments.
+
+Usable from one event loop (the bench) or, through `tests.discordbot.harness`, from a synchronous test.
+"""
+
+import asyncio
+import itertools
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import yarl
+from aiohttp import WSMsgType, web
+
+API_PREFIX = "/api/v10"
+EPHEMERAL = 1 << 6
+LOADING = 1 << 7
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# Interaction callback types (https://discord.com/developers/docs/interactions/receiving-and-responding)
+CHANNEL_MESSAGE = 4
+DEFERRED_CHANNEL_MESSAGE = 5
+DEFERRED_UPDATE_MESSAGE = 6
+
+
+@dataclass
+class Upload:
+    field: str
+    filename: str
+    content_type: str
+    data: bytes
+
+    @property
+    def is_png(self) -> bool:
+        return self.data.startswith(PNG_MAGIC)
+
+
+@dataclass
+class Call:
+    """One REST request the bot made."""
+
+    route: str  # users_me, app_info, gateway, sync_commands, callback, followup, edit_message, delete_message, ...
+    method: str
+    path: str  # after /api/v10
+    query: dict[str, str]
+    json: dict[str, Any] | None
+    uploads: list[Upload]
+    at: float  # time.monotonic()
+    token: str | None = None  # the interaction token, for callbacks and webhook calls
+    message_id: str | None = None  # for webhook message routes ("@original" or an id)
+    status: int = 200
+
+    @property
+    def flags(self) -> int:
+        body = self.json or {}
+        if self.route == "callback":
+            body = body.get("data") or {}
+        return int(body.get("flags") or 0)
+
+    @property
+    def ephemeral(self) -> bool:
+        return bool(self.flags & EPHEMERAL)
+
+    @property
+    def content(self) -> str:
+        body = self.json or {}
+        if self.route == "callback":
+            body = body.get("data") or {}
+        return body.get("content") or ""
+
+    @property
+    def components(self) -> list[dict]:
+        body = self.json or {}
+        if self.route == "callback":
+            body = body.get("data") or {}
+        return body.get("components") or []
+
+    @property
+    def buttons(self) -> list[dict]:
+        return [item for row in self.components for item in row.get("components", []) if item.get("type") == 2]
+
+
+@dataclass
+class Sent:
+    """An interaction the fake pushed down the gateway."""
+
+    id: int
+    token: str
+    user_id: int
+    at: float
+    payload: dict[str, Any] = field(repr=False)
+
+
+@dataclass
+class Failure:
+    """Answer the next matching call(s) with an error instead."""
+
+    matches: Callable[[Call], bool]
+    status: int
+    code: int
+    message: str
+    times: int = 1
+
+
+def _snowflakes() -> itertools.count:
+    # Real-looking snowflakes: milliseconds since the Discord epoch, shifted.
+    return itertools.count(int(time.time() * 1000 - 1420070400000) << 22)
+
+
+class FakeDiscord:
+    APP_ID = 1_300_000_000_000_000_001
+    BOT_ID = 1_300_000_000_000_000_001  # a bot's user id is its application id
+    OWNER_ID = 1_300_000_000_000_000_099
+    GUILD_ID = 1_300_000_000_000_000_010
+    CHANNEL_ID = 1_300_000_000_000_000_020
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.sent: list[Sent] = []
+        self.identifies = 0
+        self.failures: list[Failure] = []
+        self.commands: dict[str, list[dict]] = {}
+        self.messages: dict[str, dict] = {}  # message id -> message payload
+        self.originals: dict[str, str] = {}  # interaction token -> original response message id
+        self._ids = _snowflakes()
+        self._cond = threading.Condition()  # wakes synchronous waiters in other threads
+        self._changed: asyncio.Event | None = None  # wakes waiters on the server's own loop
+        self._sockets: dict[web.WebSocketResponse, itertools.count] = {}
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # --- lifecycle -------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._changed = asyncio.Event()
+        app = web.Application(client_max_size=64 * 1024 * 1024)  # attachments are multipart bodies of MiBs
+        app.router.add_get("/gateway-ws", self._gateway)
+        app.router.add_route("*", API_PREFIX + "/{tail:.*}", self._rest)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        for ws in list(self._sockets):
+            await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}{API_PREFIX}"
+
+    @property
+    def gateway_url(self) -> yarl.URL:
+        return yarl.URL(f"ws://127.0.0.1:{self.port}/gateway-ws")
+
+    @property
+    def connected(self) -> int:
+        return len(self._sockets)
+
+    # --- what tests read ---------------------------------------------------------------------------------------
+
+    def snapshot(self) -> list[Call]:
+        with self._cond:
+            return list(self.calls)
+
+    def calls_for(self, token: str) -> list[Call]:
+        return [call for call in self.snapshot() if call.token == token]
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
+        """From another thread: wait until `predicate()` is truthy (re-checked on every recorded event)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                result = predicate()
+                if result:
+                    return result
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"gave up after {timeout} s; calls so far: {self._describe()}")
+                self._cond.wait(min(remaining, 0.25))
+
+    async def wait_for_async(self, predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
+        """On the fake's own loop: the same, without blocking it."""
+        async with asyncio.timeout(timeout):
+            while True:
+                result = predicate()
+                if result:
+                    return result
+                self._changed.clear()
+                await self._changed.wait()
+
+    def _describe(self) -> str:
+        return ", ".join(f"{c.method} {c.route}({c.status})" for c in self.calls[-30:])
+
+    def _notify(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+        if self._changed is not None:
+            self._changed.set()
+
+    def fail(
+        self,
+        matches: Callable[[Call], bool],
+        *,
+        status: int = 400,
+        code: int = 50035,
+        message: str = "Invalid Form Body",
+        times: int = 1,
+    ) -> None:
+        """Make the next `times` calls for which `matches(call)` holds fail with this error."""
+        self.failures.append(Failure(matches, status, code, message, times))
+
+    # --- what tests do -----------------------------------------------------------------------------------------
+
+    def user_payload(self, user_id: int) -> dict:
+        return {
+            "id": str(user_id),
+            "username": f"member{user_id % 10000}",
+            "discriminator": "0",
+            "global_name": f"Member {user_id % 10000}",
+            "avatar": None,
+            "public_flags": 0,
+        }
+
+    def _interaction_base(self, *, user_id: int, kind: int, data: dict, in_guild: bool) -> tuple[dict, str]:
+        interaction_id = next(self._ids)
+        token = f"itok-{interaction_id}-{user_id}"
+        payload: dict[str, Any] = {
+            "id": str(interaction_id),
+            "application_id": str(self.APP_ID),
+            "type": kind,
+            "data": data,
+            "token": token,
+            "version": 1,
+            "app_permissions": "2248473465835073",
+            "locale": "en-US",
+            "entitlements": [],
+            "authorizing_integration_owners": {"0": str(self.GUILD_ID)} if in_guild else {"1": str(user_id)},
+            "context": 0 if in_guild else 1,
+            "attachment_size_limit": 10 * 1024 * 1024,
+        }
+        if in_guild:
+            payload.update(
+                guild_id=str(self.GUILD_ID),
+                guild_locale="en-US",
+                guild={"id": str(self.GUILD_ID), "locale": "en-US", "features": []},
+                channel_id=str(self.CHANNEL_ID),
+                channel={
+                    "id": str(self.CHANNEL_ID),
+                    "type": 0,
+                    "guild_id": str(self.GUILD_ID),
+                    "name": "images",
+                    "position": 0,
+                    "permission_overwrites": [],
+                    "nsfw": False,
+                    "parent_id": None,
+                    "rate_limit_per_user": 0,
+                    "topic": None,
+                    "last_message_id": None,
+                    "flags": 0,
+                    "permissions": "2248473465835073",
+                },
+                member={
+                    "user": self.user_payload(user_id),
+                    "roles": [],
+                    "flags": 0,
+                    "permissions": "2248473465835073",
+                    "joined_at": "2026-01-01T00:00:00+00:00",
+                    "deaf": False,
+                    "mute": False,
+                    "nick": None,
+                    "avatar": None,
+                    "premium_since": None,
+                    "pending": False,
+                },
+            )
+        else:
+            dm_channel = next(self._ids)
+            payload.update(
+                channel_id=str(dm_channel),
+                channel={"id": str(dm_channel), "type": 1, "recipients": [self.user_payload(user_id)]},
+                user=self.user_payload(user_id),
+            )
+        return payload, token
+
+    async def send_command(
+        self, name: str, *, user_id: int, options: dict[str, str] | None = None, in_guild: bool = True
+    ) -> Sent:
+        """Push a slash command (INTERACTION_CREATE, type 2) as a member would trigger it."""
+        data = {
+            "id": str(abs(hash(name)) % 10**18),
+            "name": name,
+            "type": 1,
+            "options": [{"name": key, "type": 3, "value": value} for key, value in (options or {}).items()],
+        }
+        if in_guild:
+            data["guild_id"] = str(self.GUILD_ID)
+        payload, token = self._interaction_base(user_id=user_id, kind=2, data=data, in_guild=in_guild)
+        return await self._push_interaction(payload, token, user_id)
+
+    async def click_button(self, *, user_id: int, custom_id: str, message_id: str) -> Sent:
+        """Push a button click (INTERACTION_CREATE, type 3) on a message the bot posted."""
+        data = {"custom_id": custom_id, "component_type": 2}
+        payload, token = self._interaction_base(user_id=user_id, kind=3, data=data, in_guild=True)
+        payload["message"] = self.messages[message_id]
+        return await self._push_interaction(payload, token, user_id)
+
+    async def _push_interaction(self, payload: dict, token: str, user_id: int) -> Sent:
+        sent = Sent(id=int(payload["id"]), token=token, user_id=user_id, at=time.monotonic(), payload=payload)
+        with self._cond:
+            self.sent.append(sent)
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return sent
+
+    async def dispatch(self, event: str, data: dict) -> None:
+        if not self._sockets:
+            raise RuntimeError("no bot is connected to the fake gateway")
+        for ws, seq in list(self._sockets.items()):
+            await ws.send_str(json.dumps({"op": 0, "t": event, "s": next(seq), "d": data}))
+
+    # --- the gateway ----------------------------------------------------------------------------------------------
+
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=0)
+        await ws.prepare(request)
+        await ws.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": 41250}}))
+        try:
+            async for msg in ws:
+                if msg.type is not WSMsgType.TEXT:
+                    continue
+                packet = json.loads(msg.data)
+                op = packet.get("op")
+                if op == 1:  # heartbeat
+                    await ws.send_str(json.dumps({"op": 11}))
+                elif op == 2:  # identify
+                    seq = itertools.count(1)
+                    ready = {
+                        "v": 10,
+                        "user": {**self.user_payload(self.BOT_ID), "username": "ImageCredits", "bot": True},
+                        "guilds": [],
+                        "session_id": f"fake-session-{next(self._ids)}",
+                        "resume_gateway_url": str(self.gateway_url),
+                        "application": {"id": str(self.APP_ID), "flags": 0},
+                        "private_channels": [],
+                        "relationships": [],
+                    }
+                    await ws.send_str(json.dumps({"op": 0, "t": "READY", "s": next(seq), "d": ready}))
+                    with self._cond:
+                        self._sockets[ws] = seq
+                        self.identifies += 1
+                    self._notify()
+                elif op == 6:  # resume: not supported, so ask for a fresh identify
+                    await ws.send_str(json.dumps({"op": 9, "d": False}))
+        finally:
+            with self._cond:
+                self._sockets.pop(ws, None)
+            self._notify()
+        return ws
+
+    # --- REST ---------------------------------------------------------------------------------------------------
+
+    _ROUTES = [
+        ("GET", r"/users/@me", "users_me"),
+        ("GET", r"/oauth2/applications/@me", "app_info"),
+        ("GET", r"/gateway(/bot)?", "gateway"),
+        ("PUT", r"/applications/(?P<app>\d+)(/guilds/(?P<guild>\d+))?/commands", "sync_commands"),
+        ("GET", r"/applications/(?P<app>\d+)(/guilds/(?P<guild>\d+))?/commands", "list_commands"),
+        ("POST", r"/interactions/(?P<id>\d+)/(?P<token>[^/]+)/callback", "callback"),
+        ("POST", r"/webhooks/(?P<app>\d+)/(?P<token>[^/]+)", "followup"),
+        ("PATCH", r"/webhooks/(?P<app>\d+)/(?P<token>[^/]+)/messages/(?P<message>[^/]+)", "edit_message"),
+        ("DELETE", r"/webhooks/(?P<app>\d+)/(?P<token>[^/]+)/messages/(?P<message>[^/]+)", "delete_message"),
+        ("GET", r"/webhooks/(?P<app>\d+)/(?P<token>[^/]+)/messages/(?P<message>[^/]+)", "get_message"),
+    ]
+
+    async def _rest(self, request: web.Request) -> web.Response:
+        path = request.path[len(API_PREFIX) :]
+        route, params = "unknown", {}
+        for method, pattern, name in self._ROUTES:
+            match = re.fullmatch(pattern, path)
+            if method == request.method and match:
+                route, params = name, match.groupdict()
+                break
+        body, uploads = await self._read_body(request)
+        call = Call(
+            route=route,
+            method=request.method,
+            path=path,
+            query=dict(request.query),
+            json=body,
+            uploads=uploads,
+            at=time.monotonic(),
+            token=params.get("token"),
+            message_id=params.get("message"),
+        )
+        failure = next((f for f in self.failures if f.times > 0 and f.matches(call)), None)
+        if failure is not None:
+            failure.times -= 1
+            call.status = failure.status
+            response = self._json({"message": failure.message, "code": failure.code}, status=failure.status)
+        else:
+            response = self._answer(call, params)
+        with self._cond:
+            self.calls.append(call)
+        self._notify()
+        return response
+
+    async def _read_body(self, request: web.Request) -> tuple[dict | None, list[Upload]]:
+        if request.content_type == "multipart/form-data":
+            body, uploads = None, []
+            reader = await request.multipart()
+            async for part in reader:
+                data = await part.read()
+                if part.name == "payload_json":
+                    body = json.loads(data)
+                else:
+                    uploads.append(
+                        Upload(part.name, part.filename or "", part.headers.get("Content-Type", ""), bytes(data))
+                    )
+            return body, uploads
+        raw = await request.read()
+        return (json.loads(raw) if raw else None), []
+
+    def _json(self, data: Any, status: int = 200) -> web.Response:
+        # Exactly `application/json`: with a charset, discord.py reads the body as text.
+        return web.Response(body=json.dumps(data).encode(), status=status, headers={"Content-Type": "application/json"})
+
+    def _answer(self, call: Call, params: dict) -> web.Response:
+        if call.route == "users_me":
+            return self._json({**self.user_payload(self.BOT_ID), "username": "ImageCredits", "bot": True})
+        if call.route == "app_info":
+            return self._json(
+                {
+                    "id": str(self.APP_ID),
+                    "name": "ImageCredits",
+                    "description": "",
+                    "icon": None,
+                    "bot_public": False,
+                    "bot_require_code_grant": False,
+                    "owner": self.user_payload(self.OWNER_ID),
+                    "verify_key": "0" * 64,
+                    "flags": 0,
+                    "team": None,
+                }
+            )
+        if call.route == "gateway":
+            return self._json({"url": str(self.gateway_url), "shards": 1, "session_start_limit": {}})
+        if call.route in ("sync_commands", "list_commands"):
+            scope = params.get("guild") or "global"
+            if call.route == "sync_commands":
+                self.commands[scope] = [
+                    {
+                        **command,
+                        "id": str(next(self._ids)),
+                        "application_id": str(self.APP_ID),
+                        "version": "1",
+                        "default_member_permissions": None,
+                        **({"guild_id": scope} if scope != "global" else {}),
+                    }
+                    for command in call.json or []
+                ]
+            return self._json(self.commands.get(scope, []))
+        if call.route == "callback":
+            return self._callback(call, params)
+        if call.route == "followup":
+            message = self._new_message(call.json or {}, call.uploads)
+            return self._json(message)
+        if call.route in ("edit_message", "delete_message", "get_message"):
+            message_id = self.originals.get(call.token) if call.message_id == "@original" else call.message_id
+            if message_id not in self.messages:
+                call.status = 404
+                return self._json({"message": "Unknown Message", "code": 10008}, status=404)
+            if call.route == "delete_message":
+                del self.messages[message_id]
+                return web.Response(status=204)
+            if call.route == "edit_message":
+                self._edit_message(self.messages[message_id], call.json or {}, call.uploads)
+            return self._json(self.messages[message_id])
+        call.status = 404
+        return self._json({"message": f"The fake does not know {call.method} {call.path}", "code": 0}, status=404)
+
+    def _callback(self, call: Call, params: dict) -> web.Response:
+        body = call.json or {}
+        kind = body.get("type")
+        data = body.get("data") or {}
+        flags = int(data.get("flags") or 0)
+        interaction = {
+            "id": params["id"],
+            "type": next((s.payload["type"] for s in self.sent if s.token == call.token), 2),
+            "response_message_loading": kind == DEFERRED_CHANNEL_MESSAGE,
+            "response_message_ephemeral": bool(flags & EPHEMERAL),
+        }
+        answer: dict[str, Any] = {"interaction": interaction}
+        if kind in (CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE):
+            payload = data if kind == CHANNEL_MESSAGE else {"flags": flags | LOADING}
+            message = self._new_message(payload, call.uploads)
+            self.originals[call.token] = message["id"]
+            interaction["response_message_id"] = message["id"]
+            answer["resource"] = {"type": kind, "message": message}
+        return self._json(answer)
+
+    def _new_message(self, body: dict, uploads: list[Upload]) -> dict:
+        message_id = str(next(self._ids))
+        message = {
+            "id": message_id,
+            "channel_id": str(self.CHANNEL_ID),
+            "type": 0,
+            "content": "",
+            "author": {**self.user_payload(self.BOT_ID), "username": "ImageCredits", "bot": True},
+            "attachments": [],
+            "embeds": [],
+            "mentions": [],
+            "mention_roles": [],
+            "mention_everyone": False,
+            "pinned": False,
+            "tts": False,
+            "timestamp": datetime.now(UTC).isoformat(),
+            "edited_timestamp": None,
+            "flags": 0,
+            "components": [],
+            "webhook_id": str(self.APP_ID),
+            "application_id": str(self.APP_ID),
+        }
+        self._edit_message(message, body, uploads)
+        message["edited_timestamp"] = None
+        self.messages[message_id] = message
+        return message
+
+    def _edit_message(self, message: dict, body: dict, uploads: list[Upload]) -> None:
+        for key in ("content", "embeds", "components", "flags"):
+            if key in body and body[key] is not None:
+                message[key] = body[key]
+        if "attachments" in body or uploads:
+            message["attachments"] = [
+                {
+                    "id": str(next(self._ids)),
+                    "filename": upload.filename,
+                    "size": len(upload.data),
+                    "url": f"https://cdn.fake/{upload.filename}",
+                    "proxy_url": f"https://media.fake/{upload.filename}",
+                    "content_type": upload.content_type,
+                }
+                for upload in uploads
+            ]
+        message["edited_timestamp"] = datetime.now(UTC).isoformat()
+
+
+def redirect_discord_py(fake: FakeDiscord, setattr_: Callable[[object, str, Any], None]) -> None:
+    """Point discord.py at the fake: the only two changes, made from the test side (`monkeypatch.setattr`)."""
+    import discord.gateway
+    import discord.http
+
+    setattr_(discord.http.Route, "BASE", fake.api_base)
+    setattr_(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", fake.gateway_url)
