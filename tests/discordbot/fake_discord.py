@@ -146,7 +146,7 @@ class FakeDiscord:
         app = web.Application(client_max_size=64 * 1024 * 1024)  # attachments are multipart bodies of MiBs
         app.router.add_get("/gateway-ws", self._gateway)
         app.router.add_route("*", API_PREFIX + "/{tail:.*}", self._rest)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()

@@ -52,6 +52,7 @@ class FakeOpenAI:
         self.max_active = 0
         self._lock = threading.Lock()
         self._runner: web.AppRunner | None = None
+        self._stopping: asyncio.Event | None = None
         self.port = 0
 
     @property
@@ -59,15 +60,18 @@ class FakeOpenAI:
         return f"http://127.0.0.1:{self.port}/v1"
 
     async def start(self, port: int = 0) -> None:
+        self._stopping = asyncio.Event()
         app = web.Application()
         app.router.add_post("/v1/images/generations", self._generate)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
+        if self._stopping is not None:
+            self._stopping.set()  # ends "slow" answers at once
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -113,7 +117,11 @@ class FakeOpenAI:
         if mode == "error":
             return self._error(500, "The server had an error.", "server_error", None, {"x-should-retry": "false"})
         if mode == "slow":
-            await asyncio.sleep(self.slow_seconds)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.slow_seconds)
+                return self._error(503, "Shutting down.", "server_error", None, {"x-should-retry": "false"})
+            except TimeoutError:
+                pass
         elif self.delay:
             await asyncio.sleep(self.delay)
         body = {

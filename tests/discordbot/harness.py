@@ -32,10 +32,14 @@ def is_final(call: Call) -> bool:
 
 async def _cancel_leftovers() -> None:
     """Cancel what discord.py leaves running after close (its ready-delay task), so no task outlives the loop."""
-    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    for _ in range(5):  # cancelling can schedule more (event dispatches); repeat until nothing is left
+        await asyncio.sleep(0)
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        if not tasks:
+            return
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class BotHarness:

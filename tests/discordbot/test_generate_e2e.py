@@ -1,0 +1,362 @@
+"""/generate and Regenerate, end to end: the real bot against the fake Discord, images from the fake OpenAI
+through the real `AsyncOpenAI` client. Every credit taken ends as a delivered PNG or a refund."""
+
+import hashlib
+import re
+
+import pytest
+
+from discordbot.models import Generation
+from tests.discordbot.fake_discord import EPHEMERAL, Call, Sent
+from tests.discordbot.harness import BotHarness
+from vouchers.models import LedgerEntry
+from vouchers.selectors import account_balance
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def assert_deferred_publicly(bot: BotHarness, sent: Sent) -> Call:
+    deferral = bot.deferral(sent)
+    assert deferral.at - sent.at < 3.0, "Discord drops interactions not answered within 3 seconds"
+    assert deferral.json["type"] == 5 and not deferral.ephemeral, deferral.json
+    return deferral
+
+
+def assert_image(answer: Call) -> None:
+    assert answer.route == "edit_message" and answer.message_id == "@original", answer
+    [upload] = answer.uploads
+    assert upload.is_png and upload.filename.endswith(".png")
+    assert answer.json["attachments"] == [{"id": 0, "filename": upload.filename}]
+
+
+def assert_private_refusal(bot: BotHarness, sent: Sent, answer: Call) -> None:
+    """A refusal or failure reaches only the member: the public "thinking..." message is deleted first."""
+    assert answer.route == "followup" and answer.ephemeral, answer
+    routes = [call.route for call in bot.calls(sent)]
+    assert routes.index("delete_message") < routes.index("followup"), routes
+
+
+def test_generate_posts_a_png_with_prompt_balance_and_regenerate_button(
+    bot, member, fund, settings, assert_audit_clean
+):
+    user = member()
+    fund(user, 3)
+
+    sent = bot.command("generate", user=user, prompt="a red fox in the snow")
+    assert_deferred_publicly(bot, sent)
+    answer = bot.answer(sent)
+
+    assert_image(answer)
+    assert "**Prompt:** a red fox in the snow" in answer.content
+    assert "1 credit \N{MIDDLE DOT} 2 credits left" in answer.content
+    [button] = answer.buttons
+    generation = Generation.objects.get()
+    assert button["custom_id"] == f"regenerate:{generation.pk}" and button["label"] == "Regenerate"
+    bot.wait_for(lambda: Generation.objects.filter(status=Generation.Status.SUCCEEDED).exists())
+    generation.refresh_from_db()
+    assert generation.message_id == int(bot.discord.originals[sent.token])
+    assert generation.interaction_id == sent.id and generation.channel_id == bot.discord.CHANNEL_ID
+    assert (generation.cost, generation.size, generation.quality) == (1, "1024x1024", "medium")
+    assert account_balance(discord_user_id=user) == 2
+    [request] = bot.openai.requests
+    assert request.body["model"] == settings.IMAGE_MODEL == generation.model
+    assert request.body["prompt"] == "a red fox in the snow"
+    assert (request.body["size"], request.body["quality"], request.body["n"]) == ("1024x1024", "medium", 1)
+    assert request.user == hashlib.sha256(f"discord:{user}".encode()).hexdigest()
+    assert str(user) not in request.user
+    assert_audit_clean()
+
+
+def test_size_and_quality_choose_the_price(bot, member, fund, assert_audit_clean):
+    user = member()
+    fund(user, 5)
+
+    answer = bot.answer(bot.command("generate", user=user, prompt="a castle", size="1536x1024", quality="high"))
+
+    assert_image(answer)
+    assert "1536\N{MULTIPLICATION SIGN}1024 \N{MIDDLE DOT} high \N{MIDDLE DOT} 4 credits" in answer.content
+    assert account_balance(discord_user_id=user) == 1
+    assert (bot.openai.requests[0].body["size"], bot.openai.requests[0].body["quality"]) == ("1536x1024", "high")
+    assert answer.buttons[0]["label"] == "Regenerate (4 credits)"
+    assert_audit_clean()
+
+
+def test_a_member_without_enough_credits_is_refused_at_once_and_privately(bot, member, fund, assert_audit_clean):
+    broke, short = member(), member()
+    fund(short, 2)
+
+    for user, options, words in [
+        (broke, {}, "costs 1 credit and your balance is 0 credits"),
+        (short, {"size": "1024x1536", "quality": "high"}, "costs 4 credits and your balance is 2 credits"),
+    ]:
+        sent = bot.command("generate", user=user, prompt="a boat", **options)
+        assert_deferred_publicly(bot, sent)
+        answer = bot.answer(sent)
+        assert_private_refusal(bot, sent, answer)
+        assert words in answer.content and "/buy" in answer.content
+
+    assert not bot.openai.requests
+    assert not Generation.objects.exists()
+    assert account_balance(discord_user_id=short) == 2
+    assert_audit_clean()
+
+
+def test_twenty_concurrent_generates_with_five_credits_make_five_images_and_fifteen_refusals(
+    bot, member, fund, assert_audit_clean
+):
+    user = member()
+    fund(user, 5)
+    bot.openai.delay = 0.02
+
+    sents = [bot.command("generate", user=user, prompt=f"lighthouse number {i}") for i in range(20)]
+    answers = bot.answers(sents, timeout=30)
+
+    for sent in sents:
+        assert_deferred_publicly(bot, sent)
+    images = [answer for answer in answers if answer.uploads]
+    refusals = [answer for answer in answers if not answer.uploads]
+    assert len(images) == 5 and len(refusals) == 15
+    for answer in images:
+        assert_image(answer)
+    for sent, answer in zip(sents, answers, strict=True):
+        if not answer.uploads:
+            assert_private_refusal(bot, sent, answer)
+            assert "your balance is 0 credits" in answer.content
+    bot.wait_for(lambda: Generation.objects.filter(status=Generation.Status.SUCCEEDED).count() == 5)
+    assert Generation.objects.count() == 5
+    assert account_balance(discord_user_id=user) == 0
+    assert len(bot.openai.requests) == 5
+    assert_audit_clean()
+
+
+@pytest.mark.parametrize(
+    ("mode", "words", "attempts"),
+    [
+        ("moderation", "safety system blocked this prompt", 1),
+        ("rate_limit", "too busy right now", 3),  # the first try and the client's two retries
+        ("error", "had a problem making this image", 1),
+        ("slow", "took too long to answer", None),
+    ],
+)
+def test_backend_failures_refund_the_credit_and_say_why(
+    harness, member, fund, settings, mode, words, attempts, assert_audit_clean
+):
+    settings.GENERATION_TIMEOUT_SECONDS = 0.5
+    harness.openai.mode, harness.openai.slow_seconds = mode, 5
+    bot = harness
+    bot.start_bot()
+    user = member()
+    fund(user, 2)
+
+    sent = bot.command("generate", user=user, prompt="something")
+    assert_deferred_publicly(bot, sent)
+    answer = bot.answer(sent)
+
+    assert_private_refusal(bot, sent, answer)
+    assert words in answer.content and "Your 1 credit was refunded." in answer.content
+    generation = Generation.objects.get()
+    assert generation.status == Generation.Status.REFUNDED and generation.finished_at
+    assert account_balance(discord_user_id=user) == 2
+    assert LedgerEntry.objects.filter(generation=generation, kind=LedgerEntry.Kind.REFUND).count() == 1
+    if attempts is not None:
+        assert len(bot.openai.requests) == attempts
+    assert_audit_clean()
+
+
+def test_discord_refusing_the_image_refunds_the_credit(bot, member, fund, assert_audit_clean):
+    user = member()
+    fund(user, 1)
+    bot.discord.fail(
+        lambda call: call.route == "edit_message" and bool(call.uploads),
+        status=413,
+        code=40005,
+        message="Request entity too large",
+    )
+
+    sent = bot.command("generate", user=user, prompt="a huge image")
+    answer = bot.answer(sent)
+
+    assert_private_refusal(bot, sent, answer)
+    assert "Discord did not accept the image" in answer.content and "refunded" in answer.content
+    assert Generation.objects.get().status == Generation.Status.REFUNDED
+    assert account_balance(discord_user_id=user) == 1
+    assert_audit_clean()
+
+
+def test_regenerate_spends_another_credit_and_posts_a_new_image(bot, member, fund, assert_audit_clean):
+    user = member()
+    fund(user, 3)
+    first = bot.command("generate", user=user, prompt="a green owl", quality="low")
+    button = bot.answer(first).buttons[0]
+    bot.wait_for(lambda: Generation.objects.filter(status=Generation.Status.SUCCEEDED).exists())
+
+    click = bot.click(button["custom_id"], user=user, message_id=bot.discord.originals[first.token])
+    assert_deferred_publicly(bot, click)
+    answer = bot.answer(click)
+
+    assert_image(answer)
+    assert "**Prompt:** a green owl" in answer.content and "1 credit left" in answer.content
+    bot.wait_for(lambda: Generation.objects.filter(status=Generation.Status.SUCCEEDED).count() == 2)
+    original, again = Generation.objects.order_by("pk")
+    assert (again.prompt, again.size, again.quality) == (original.prompt, original.size, original.quality)
+    assert answer.buttons[0]["custom_id"] == f"regenerate:{again.pk}"
+    assert account_balance(discord_user_id=user) == 1
+    assert_audit_clean()
+
+
+def test_regenerate_by_another_member_is_refused_and_charges_nobody(bot, member, fund, assert_audit_clean):
+    owner, other = member(), member()
+    fund(owner, 1)
+    fund(other, 5)
+    first = bot.command("generate", user=owner, prompt="my cat")
+    button = bot.answer(first).buttons[0]
+
+    click = bot.click(button["custom_id"], user=other, message_id=bot.discord.originals[first.token])
+    answer = bot.answer(click)
+
+    assert_private_refusal(bot, click, answer)
+    assert "Only the member who asked for this image can regenerate it" in answer.content
+    assert account_balance(discord_user_id=other) == 5
+    assert Generation.objects.count() == 1
+    assert_audit_clean()
+
+
+def test_regenerate_still_works_after_the_bot_restarts(harness, member, fund, assert_audit_clean):
+    user = member()
+    fund(user, 2)
+    harness.start_bot()
+    first = harness.command("generate", user=user, prompt="a lantern")
+    button = harness.answer(first).buttons[0]
+    harness.wait_for(lambda: Generation.objects.filter(status=Generation.Status.SUCCEEDED).exists())
+    harness.stop_bot()
+
+    harness.start_bot()
+    click = harness.click(button["custom_id"], user=user, message_id=harness.discord.originals[first.token])
+
+    assert_image(harness.answer(click))
+    assert account_balance(discord_user_id=user) == 0
+    assert_audit_clean()
+
+
+def test_a_members_extra_requests_wait_in_line_instead_of_being_refused(
+    harness, member, fund, settings, assert_audit_clean
+):
+    settings.GENERATIONS_PER_MEMBER = 1
+    harness.openai.delay = 0.4
+    bot = harness
+    bot.start_bot()
+    busy, other = member(), member()
+    fund(busy, 3)
+    fund(other, 1)
+
+    mine = [bot.command("generate", user=busy, prompt=f"tree {i}") for i in range(3)]
+    bot.wait_for(lambda: len(bot.openai.requests) >= 1)
+    theirs = bot.command("generate", user=other, prompt="a river")
+    answers = bot.answers(mine + [theirs], timeout=20)
+
+    for answer in answers:
+        assert_image(answer)
+    assert account_balance(discord_user_id=busy) == 0
+    busy_hash = bot.openai.requests[0].user
+    assert bot.openai.max_overlap(user=busy_hash) == 1  # one at a time for this member...
+    assert answers[3].at < answers[2].at  # ...while another member is not held up behind their line
+    edits = [call.content for call in bot.calls(mine[2]) if call.route == "edit_message" and not call.uploads]
+    assert any("in line" in text for text in edits), edits
+    assert "Making your image" in edits[-1]
+    assert_audit_clean()
+
+
+def test_the_global_cap_limits_images_in_the_making_and_shows_places_in_line(
+    harness, member, fund, settings, assert_audit_clean
+):
+    settings.MAX_CONCURRENT_GENERATIONS = 2
+    harness.openai.delay = 0.5
+    bot = harness
+    bot.start_bot()
+    users = [member() for _ in range(6)]
+    for user in users:
+        fund(user, 1)
+
+    sents = [bot.command("generate", user=user, prompt="a star") for user in users]
+    answers = bot.answers(sents, timeout=20)
+
+    for answer in answers:
+        assert_image(answer)
+    assert bot.openai.max_active == 2
+    shown = [
+        [int(n) for c in bot.calls(sent) if c.route == "edit_message" for n in re.findall(r"\*\*#(\d+)\*\*", c.content)]
+        for sent in sents
+    ]
+    assert sum(1 for positions in shown if positions) >= 3, shown  # at least the last three waited
+    assert max(max(positions, default=0) for positions in shown) >= 3, shown
+    for positions in shown:
+        assert positions == sorted(positions, reverse=True) and len(set(positions)) == len(positions), shown
+    assert_audit_clean()
+
+
+def test_too_long_a_wait_in_line_is_refunded(harness, member, fund, settings, assert_audit_clean):
+    settings.GENERATIONS_PER_MEMBER = 1
+    settings.GENERATION_QUEUE_TIMEOUT_SECONDS = 0.3
+    harness.openai.delay = 1.0
+    bot = harness
+    bot.start_bot()
+    user = member()
+    fund(user, 2)
+
+    first = bot.command("generate", user=user, prompt="first")
+    bot.wait_for(lambda: bot.openai.requests)
+    second = bot.command("generate", user=user, prompt="second")
+
+    refused = bot.answer(second)
+    assert_private_refusal(bot, second, refused)
+    assert "The line is too long right now" in refused.content and "refunded" in refused.content
+    assert_image(bot.answer(first))
+    assert account_balance(discord_user_id=user) == 1
+    assert_audit_clean()
+
+
+def test_stopping_the_bot_refunds_unfinished_images_and_tells_the_member(harness, member, fund, assert_audit_clean):
+    harness.openai.mode = "slow"
+    harness.start_bot()
+    user = member()
+    fund(user, 1)
+
+    sent = harness.command("generate", user=user, prompt="never finished")
+    harness.wait_for(lambda: harness.openai.requests)
+    harness.stop_bot()  # what SIGTERM does in runbot
+
+    answer = harness.answer(sent)
+    assert answer.route == "followup" and answer.ephemeral
+    assert "The bot restarted before your image was finished" in answer.content
+    assert Generation.objects.get().status == Generation.Status.REFUNDED
+    assert account_balance(discord_user_id=user) == 1
+    assert_audit_clean()
+
+
+def test_the_prompt_is_shown_verbatim_without_pinging_anyone(bot, member, fund):
+    user = member()
+    fund(user, 1)
+
+    answer = bot.answer(bot.command("generate", user=user, prompt="@everyone look: **bold** <@123>"))
+
+    assert_image(answer)
+    assert answer.json["allowed_mentions"] == {"parse": []}
+    assert "\\*\\*bold\\*\\*" in answer.content  # markdown shown as typed, not rendered
+    assert "@everyone" not in answer.content.replace("@\u200beveryone", "")
+
+
+def test_the_placeholder_backend_needs_no_key(harness, member, fund, settings, assert_audit_clean):
+    settings.IMAGE_BACKEND = "placeholder"
+    settings.OPENAI_API_KEY = ""
+    harness.start_bot()
+    user = member()
+    fund(user, 1)
+
+    answer = harness.answer(harness.command("generate", user=user, prompt="keyless"))
+
+    assert_image(answer)
+    assert len(answer.uploads[0].data) > 1000  # a real picture, not the fake OpenAI's 8x8 one
+    assert not harness.openai.requests
+    assert Generation.objects.get().model == "placeholder"
+    assert EPHEMERAL & answer.flags == 0
+    assert_audit_clean()
