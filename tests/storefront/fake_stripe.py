@@ -56,6 +56,12 @@ class _Failure:
     body: dict[str, Any] = field(default_factory=dict)
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # The default backlog (5) drops connections when a test fires a burst of concurrent requests.
+    request_queue_size = 128
+
+
 class FakeStripe:
     """Start with `start()`; point stripe-python at `url`. Thread-safe; `reset()` between tests."""
 
@@ -64,8 +70,7 @@ class FakeStripe:
         self._lock = threading.Lock()
         self._release = threading.Event()
         self.reset()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), self._handler_class())
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-stripe", daemon=True)
 
     # --- lifecycle ------------------------------------------------------------------------------------
