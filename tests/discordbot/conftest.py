@@ -26,7 +26,7 @@ def member():
 
 
 @pytest.fixture
-def fund(transactional_db):
+def fund():
     """Give a member credits (an operator grant, recorded in the ledger)."""
 
     def give(discord_user_id: int, credits: int) -> None:

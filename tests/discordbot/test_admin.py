@@ -1,0 +1,67 @@
+"""The generations admin: a read-only list with status filter, search by prompt or Discord id, and timings."""
+
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+
+from discordbot.models import Generation
+from discordbot.services import generation_fail_and_refund, generation_reserve, generation_start, generation_succeed
+
+pytestmark = pytest.mark.django_db
+
+ALICE = 430_000_000_000_000_001
+BOB = 430_000_000_000_000_002
+
+
+@pytest.fixture
+def generations(fund):
+    fund(ALICE, 5)
+    fund(BOB, 5)
+    done = generation_reserve(discord_user_id=ALICE, prompt="a sunny meadow").generation_id
+    generation_start(generation_id=done)
+    generation_succeed(generation_id=done, message_id=1)
+    Generation.objects.filter(pk=done).update(
+        started_at=Generation.objects.get(pk=done).created_at + timedelta(seconds=2),
+        finished_at=Generation.objects.get(pk=done).created_at + timedelta(seconds=9.5),
+    )
+    blocked = generation_reserve(discord_user_id=BOB, prompt="something forbidden").generation_id
+    generation_fail_and_refund(generation_id=blocked, error="moderation_blocked: no")
+    return Generation.objects.get(pk=done), Generation.objects.get(pk=blocked)
+
+
+def changelist(admin_client, **params):
+    response = admin_client.get(reverse("admin:discordbot_generation_changelist"), params)
+    assert response.status_code == 200
+    return response
+
+
+def test_lists_generations_with_member_status_and_timings(admin_client, generations):
+    html = changelist(admin_client).content.decode()
+    assert "a sunny meadow" in html and "something forbidden" in html
+    assert str(ALICE) in html and "2.0 s" in html and "7.5 s" in html
+
+
+def test_filters_by_status(admin_client, generations):
+    html = changelist(admin_client, status__exact="refunded").content.decode()
+    assert "something forbidden" in html and "a sunny meadow" not in html
+
+
+@pytest.mark.parametrize(
+    ("term", "shown", "hidden"), [("meadow", "a sunny meadow", "forbidden"), (str(BOB), "forbidden", "meadow")]
+)
+def test_searches_prompts_and_discord_ids(admin_client, generations, term, shown, hidden):
+    html = changelist(admin_client, q=term).content.decode()
+    assert shown in html and hidden not in html
+
+
+def test_is_read_only(admin_client, generations):
+    done, _ = generations
+    assert admin_client.get(reverse("admin:discordbot_generation_add")).status_code == 403
+    page = admin_client.get(reverse("admin:discordbot_generation_change", args=[done.pk]))
+    assert page.status_code == 200 and b'name="prompt"' not in page.content
+    assert (
+        admin_client.post(reverse("admin:discordbot_generation_delete", args=[done.pk]), {"post": "yes"}).status_code
+        == 403
+    )
+    assert Generation.objects.filter(pk=done.pk).exists()

@@ -1,0 +1,288 @@
+"""The bot's business rules (`discordbot.services`) against the database, without Discord."""
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from django.db import connections
+from django.utils import timezone
+
+from discordbot.errors import GenerationError, RedeemRateLimited
+from discordbot.models import Generation
+from discordbot.services import (
+    generation_fail_and_refund,
+    generation_price,
+    generation_reserve,
+    generation_reserve_again,
+    generation_start,
+    generation_succeed,
+    generations_refund_stale,
+    redeem_rate_limit_check,
+    redeem_rate_limit_record_failure,
+    voucher_redeem_limited,
+)
+from vouchers.errors import InsufficientCredits, VoucherNotFound
+from vouchers.models import LedgerEntry
+from vouchers.selectors import account_balance
+from vouchers.services import voucher_issue
+
+USER = 420_000_000_000_000_001
+OTHER = 420_000_000_000_000_002
+
+
+def reserve(**kwargs):
+    return generation_reserve(**{"discord_user_id": USER, "prompt": "a cat", **kwargs})
+
+
+def refunds_of(generation_id: int) -> int:
+    return LedgerEntry.objects.filter(generation_id=generation_id, kind=LedgerEntry.Kind.REFUND).count()
+
+
+@pytest.mark.django_db
+class TestPrice:
+    def test_defaults_are_the_first_size_at_medium_quality(self, settings):
+        settings.GENERATION_COSTS = {"512x512": {"low": 1, "medium": 2}, "1024x1024": {"medium": 5}}
+        assert generation_price() == ("512x512", "medium", 2)
+        assert generation_price(size="1024x1024") == ("1024x1024", "medium", 5)
+
+    @pytest.mark.parametrize(("size", "quality"), [("999x999", "medium"), ("1024x1024", "ultra"), ("", "x")])
+    def test_options_not_on_offer_are_refused(self, size, quality):
+        with pytest.raises(GenerationError) as caught:
+            generation_price(size=size or "nope", quality=quality)
+        assert caught.value.reason == "invalid_options"
+
+
+@pytest.mark.django_db
+class TestReserve:
+    def test_creates_a_queued_generation_and_its_one_charge_together(self, fund):
+        fund(USER, 5)
+
+        reservation = reserve(size="1536x1024", quality="high", model="m", interaction_id=7, channel_id=8)
+
+        generation = Generation.objects.get(pk=reservation.generation_id)
+        assert generation.status == Generation.Status.QUEUED
+        assert (generation.cost, generation.model, generation.interaction_id, generation.channel_id) == (4, "m", 7, 8)
+        [charge] = LedgerEntry.objects.filter(generation=generation)
+        assert (charge.kind, charge.delta) == (LedgerEntry.Kind.GENERATE, -4)
+        assert reservation.balance == 1 == account_balance(discord_user_id=USER)
+
+    def test_refuses_at_once_when_short_and_writes_nothing(self, fund):
+        fund(USER, 2)
+
+        with pytest.raises(InsufficientCredits) as caught:
+            reserve(size="1024x1536", quality="high")
+
+        assert caught.value.message.startswith("This image costs 4 credits and your balance is 2 credits.")
+        assert not Generation.objects.exists()
+        assert account_balance(discord_user_id=USER) == 2
+
+    def test_refuses_a_member_without_an_account(self):
+        with pytest.raises(InsufficientCredits, match="your balance is 0 credits"):
+            reserve()
+        assert not Generation.objects.exists()
+
+    @pytest.mark.parametrize("prompt", ["", "   ", "x" * 1001, None])
+    def test_refuses_an_empty_or_overlong_prompt(self, fund, prompt):
+        fund(USER, 1)
+        with pytest.raises(GenerationError) as caught:
+            reserve(prompt=prompt)
+        assert caught.value.reason == "invalid_prompt"
+        assert account_balance(discord_user_id=USER) == 1
+
+    def test_strips_the_prompt(self, fund):
+        fund(USER, 1)
+        assert reserve(prompt="  a dog \n").prompt == "a dog"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_reservations_never_spend_more_than_the_balance(fund, assert_audit_clean):
+    fund(USER, 5)
+    results: list[str] = []
+    barrier = threading.Barrier(12)
+
+    def attempt() -> None:
+        barrier.wait()
+        try:
+            reserve()
+            results.append("ok")
+        except InsufficientCredits:
+            results.append("refused")
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=attempt) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(results) == ["ok"] * 5 + ["refused"] * 7
+    assert account_balance(discord_user_id=USER) == 0
+    assert Generation.objects.count() == 5
+    assert_audit_clean()
+
+
+@pytest.mark.django_db
+class TestReserveAgain:
+    def test_copies_prompt_and_options_and_charges_again(self, fund):
+        fund(USER, 5)
+        source = reserve(prompt="a fox", size="1024x1536", quality="low")
+
+        again = generation_reserve_again(source_id=source.generation_id, discord_user_id=USER)
+
+        assert (again.prompt, again.size, again.quality, again.cost) == ("a fox", "1024x1536", "low", 1)
+        assert again.generation_id != source.generation_id
+        assert account_balance(discord_user_id=USER) == 3
+
+    def test_only_the_owner_may_regenerate(self, fund):
+        fund(USER, 1)
+        fund(OTHER, 1)
+        source = reserve()
+
+        with pytest.raises(GenerationError) as caught:
+            generation_reserve_again(source_id=source.generation_id, discord_user_id=OTHER)
+
+        assert caught.value.reason == "not_owner"
+        assert account_balance(discord_user_id=OTHER) == 1
+
+    def test_unknown_source(self):
+        with pytest.raises(GenerationError) as caught:
+            generation_reserve_again(source_id=999_999, discord_user_id=USER)
+        assert caught.value.reason == "not_found"
+
+
+@pytest.mark.django_db
+class TestLifecycle:
+    def test_start_then_succeed_records_times_and_message(self, fund, assert_audit_clean):
+        fund(USER, 1)
+        gid = reserve().generation_id
+
+        assert generation_start(generation_id=gid)
+        assert not generation_start(generation_id=gid)  # only once
+        assert generation_succeed(generation_id=gid, message_id=99)
+        assert not generation_fail_and_refund(generation_id=gid, error="late")  # delivered: never refunded
+
+        generation = Generation.objects.get(pk=gid)
+        assert generation.status == Generation.Status.SUCCEEDED and generation.message_id == 99
+        assert generation.started_at and generation.finished_at
+        assert refunds_of(gid) == 0
+        assert_audit_clean()
+
+    def test_succeed_requires_running(self, fund):
+        fund(USER, 1)
+        gid = reserve().generation_id
+        assert not generation_succeed(generation_id=gid)
+        assert Generation.objects.get(pk=gid).status == Generation.Status.QUEUED
+
+    @pytest.mark.parametrize("started", [False, True])
+    def test_fail_and_refund_is_idempotent(self, fund, started, assert_audit_clean):
+        fund(USER, 3)
+        gid = reserve().generation_id
+        if started:
+            generation_start(generation_id=gid)
+
+        assert generation_fail_and_refund(generation_id=gid, error="moderation_blocked: no")
+        assert not generation_fail_and_refund(generation_id=gid, error="again")
+
+        generation = Generation.objects.get(pk=gid)
+        assert generation.status == Generation.Status.REFUNDED and generation.error == "moderation_blocked: no"
+        assert refunds_of(gid) == 1
+        assert account_balance(discord_user_id=USER) == 3
+        assert not generation_start(generation_id=gid)  # a refunded request never starts
+        assert_audit_clean()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_racing_refunds_of_one_generation_refund_once(fund, assert_audit_clean):
+    fund(USER, 1)
+    gid = reserve().generation_id
+    outcomes: list[bool] = []
+    barrier = threading.Barrier(6)
+
+    def refund() -> None:
+        barrier.wait()
+        try:
+            outcomes.append(generation_fail_and_refund(generation_id=gid, error="race"))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=refund) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(outcomes) == [False] * 5 + [True]
+    assert refunds_of(gid) == 1 and account_balance(discord_user_id=USER) == 1
+    assert_audit_clean()
+
+
+@pytest.mark.django_db
+class TestRefundStale:
+    def test_at_start_up_refunds_everything_in_flight_and_nothing_else(self, fund, assert_audit_clean):
+        fund(USER, 4)
+        queued, running, done, failed = (reserve().generation_id for _ in range(4))
+        generation_start(generation_id=running)
+        generation_start(generation_id=done)
+        generation_succeed(generation_id=done)
+        generation_fail_and_refund(generation_id=failed, error="x")
+
+        assert generations_refund_stale() == [queued, running]
+        assert generations_refund_stale() == []
+
+        assert Generation.objects.get(pk=queued).error.startswith("interrupted")
+        assert Generation.objects.get(pk=done).status == Generation.Status.SUCCEEDED
+        assert account_balance(discord_user_id=USER) == 3
+        assert_audit_clean()
+
+    def test_the_sweep_spares_recent_and_own_generations(self, fund, assert_audit_clean):
+        fund(USER, 3)
+        old, old_but_mine, recent = (reserve().generation_id for _ in range(3))
+        Generation.objects.filter(pk__in=[old, old_but_mine]).update(created_at=timezone.now() - timedelta(hours=1))
+
+        refunded = generations_refund_stale(older_than=timedelta(minutes=30), exclude_ids={old_but_mine})
+
+        assert refunded == [old]
+        assert set(Generation.objects.filter(status__in=Generation.IN_FLIGHT).values_list("pk", flat=True)) == {
+            old_but_mine,
+            recent,
+        }
+        assert_audit_clean()
+
+
+@pytest.mark.django_db
+class TestRedeemRateLimit:
+    def test_counts_failures_and_refuses_past_the_limit(self, settings):
+        settings.REDEEM_MAX_FAILURES = 2
+        redeem_rate_limit_check(discord_user_id=USER)
+        assert redeem_rate_limit_record_failure(discord_user_id=USER) == 1
+        redeem_rate_limit_check(discord_user_id=USER)
+        assert redeem_rate_limit_record_failure(discord_user_id=USER) == 2
+
+        with pytest.raises(RedeemRateLimited, match="wait up to 15 minutes"):
+            redeem_rate_limit_check(discord_user_id=USER)
+        redeem_rate_limit_check(discord_user_id=OTHER)  # per member
+
+    def test_the_window_expires(self, settings):
+        settings.REDEEM_MAX_FAILURES = 1
+        settings.REDEEM_FAILURE_WINDOW_SECONDS = 1
+        redeem_rate_limit_record_failure(discord_user_id=USER)
+        with pytest.raises(RedeemRateLimited):
+            redeem_rate_limit_check(discord_user_id=USER)
+        time.sleep(1.1)
+        redeem_rate_limit_check(discord_user_id=USER)
+
+    def test_redeem_counts_only_refusals(self, settings):
+        settings.REDEEM_MAX_FAILURES = 2
+        good = voucher_issue(credits=3)
+        voucher_redeem_limited(code=good.code, discord_user_id=USER)
+        voucher_redeem_limited(code=voucher_issue(credits=1).code, discord_user_id=USER)
+        redeem_rate_limit_check(discord_user_id=USER)  # successes cost nothing
+
+        for _ in range(2):
+            with pytest.raises(VoucherNotFound):
+                voucher_redeem_limited(code="AAAA-AAAA-AAAA-AAAA", discord_user_id=USER)
+        with pytest.raises(RedeemRateLimited):
+            voucher_redeem_limited(code=voucher_issue(credits=1).code, discord_user_id=USER)
+        assert account_balance(discord_user_id=USER) == 4
