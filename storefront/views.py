@@ -5,7 +5,7 @@ import logging
 import stripe
 from django.conf import settings
 from django.db import connection
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
@@ -29,7 +29,7 @@ def _page(request: HttpRequest, template: str, context: dict, *, status: int = 2
     return render(request, template, {"test_mode": payments_test_mode(), **context}, status=status)
 
 
-def _buy_token(source) -> tuple[str, int | None, str]:
+def _buy_token(source: QueryDict) -> tuple[str, int | None, str]:
     """The `/buy` token from the bot's link: (token, Discord user id, problem to show)."""
     token = source.get("for", "").strip()
     if not token:

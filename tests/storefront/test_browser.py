@@ -6,7 +6,7 @@ Screenshots go to test-artifacts/screenshots/ and are listed at the end of the p
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -40,12 +40,18 @@ def _async_unsafe_allowed() -> Iterator[None]:
         yield
 
 
+def require_chromium(path: Path, environ: Mapping[str, str]) -> None:
+    """Skip without a browser locally; under CI=true a missing browser is a failure, never a silent skip."""
+    if path.exists():
+        return
+    if environ.get("CI") == "true":
+        pytest.fail(f"CI=true but {path} is missing: the browser tests must run in CI.")
+    pytest.skip(f"{path} is missing (install Debian's chromium to run the browser tests)")
+
+
 @pytest.fixture(scope="module")
 def browser(_async_unsafe_allowed):
-    if not CHROMIUM.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but {CHROMIUM} is missing: the browser tests must run in CI.")
-        pytest.skip(f"{CHROMIUM} is missing (install Debian's chromium to run the browser tests)")
+    require_chromium(CHROMIUM, os.environ)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -74,6 +80,17 @@ def page(browser):
     page = context.new_page()
     yield page
     context.close()
+
+
+@pytest.mark.django_db(transaction=False)
+def test_missing_chromium_fails_under_ci_and_skips_locally(tmp_path):
+    missing = tmp_path / "chromium"
+
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        require_chromium(missing, {"CI": "true"})
+    with pytest.raises(pytest.skip.Exception):
+        require_chromium(missing, {})
+    require_chromium(Path(__file__), {"CI": "true"})  # present: neither
 
 
 def no_horizontal_scroll(page) -> bool:
