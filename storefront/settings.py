@@ -133,9 +133,7 @@ STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
 # Optional: points stripe-python at stripe-mock or a test fake instead of api.stripe.com.
 STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="")
 # `stripe` or `test`. The built-in test-mode checkout is the default only in DEBUG without Stripe keys.
-PAYMENTS_BACKEND = env.str(
-    "PAYMENTS_BACKEND", default="test" if DEBUG and not STRIPE_SECRET_KEY else "stripe"
-)
+PAYMENTS_BACKEND = env.str("PAYMENTS_BACKEND", default="test" if DEBUG and not STRIPE_SECRET_KEY else "stripe")
 # Bounds on each call to Stripe, so a slow or unreachable Stripe cannot hold a buyer's request for minutes.
 STRIPE_TIMEOUT_SECONDS = env.float("STRIPE_TIMEOUT_SECONDS", default=20)
 STRIPE_MAX_NETWORK_RETRIES = env.int("STRIPE_MAX_NETWORK_RETRIES", default=2)
