@@ -202,9 +202,7 @@ class CreditAccountAdmin(admin.ModelAdmin):
         entry = services.credits_grant(
             discord_user_id=form.cleaned_data["discord_user_id"],
             amount=form.cleaned_data["amount"],
-            memo=f"{form.cleaned_data['memo']} (by {request.user.get_username()})"[
-                : services.MAX_MEMO_LENGTH
-            ],
+            memo=f"{form.cleaned_data['memo']} (by {request.user.get_username()})"[: services.MAX_MEMO_LENGTH],
         )
         account = entry.account
         obj.pk, obj.balance, obj.created_at = account.pk, account.balance, account.created_at

@@ -17,13 +17,9 @@ Kind = LedgerEntry.Kind
 def _balances_match_ledger() -> list[str]:
     problems = []
     sums = dict(
-        LedgerEntry.objects.values("account_id")
-        .annotate(total=Sum("delta"))
-        .values_list("account_id", "total")
+        LedgerEntry.objects.values("account_id").annotate(total=Sum("delta")).values_list("account_id", "total")
     )
-    for account_id, discord_id, balance in CreditAccount.objects.values_list(
-        "pk", "discord_user_id", "balance"
-    ):
+    for account_id, discord_id, balance in CreditAccount.objects.values_list("pk", "discord_user_id", "balance"):
         total = sums.get(account_id) or 0
         if balance != total:
             problems.append(f"account {discord_id}: balance {balance} but ledger sums to {total}")
@@ -33,9 +29,7 @@ def _balances_match_ledger() -> list[str]:
 def _no_negative_balances() -> list[str]:
     return [
         f"account {discord_id}: negative balance {balance}"
-        for discord_id, balance in CreditAccount.objects.filter(balance__lt=0).values_list(
-            "discord_user_id", "balance"
-        )
+        for discord_id, balance in CreditAccount.objects.filter(balance__lt=0).values_list("discord_user_id", "balance")
     ]
 
 
@@ -110,9 +104,7 @@ def _paid_orders_have_one_voucher() -> list[str]:
             if order.n != 1:
                 problems.append(f"order {order.pk}: {order.status} with {order.n} vouchers")
             elif order.voucher.credits != order.credits:
-                problems.append(
-                    f"order {order.pk}: voucher worth {order.voucher.credits}, order {order.credits}"
-                )
+                problems.append(f"order {order.pk}: voucher worth {order.voucher.credits}, order {order.credits}")
             elif order.status == Order.Status.REFUNDED and order.voucher.refunded_at is None:
                 problems.append(f"order {order.pk}: refunded but its voucher was not settled")
         elif order.n:

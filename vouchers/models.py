@@ -84,9 +84,7 @@ class LedgerEntry(models.Model):
     account = models.ForeignKey(CreditAccount, on_delete=models.PROTECT, related_name="ledger")
     delta = models.BigIntegerField()
     kind = models.CharField(max_length=16, choices=Kind.choices)
-    voucher = models.ForeignKey(
-        Voucher, on_delete=models.PROTECT, null=True, blank=True, related_name="ledger_entries"
-    )
+    voucher = models.ForeignKey(Voucher, on_delete=models.PROTECT, null=True, blank=True, related_name="ledger_entries")
     generation = models.ForeignKey(
         "discordbot.Generation",
         on_delete=models.PROTECT,

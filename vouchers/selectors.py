@@ -5,11 +5,7 @@ from vouchers.models import CreditAccount, LedgerEntry
 
 def account_balance(*, discord_user_id: int) -> int:
     """The member's balance; 0 for a member who has no account yet."""
-    balance = (
-        CreditAccount.objects.filter(discord_user_id=discord_user_id)
-        .values_list("balance", flat=True)
-        .first()
-    )
+    balance = CreditAccount.objects.filter(discord_user_id=discord_user_id).values_list("balance", flat=True).first()
     return balance or 0
 
 

@@ -51,9 +51,7 @@ class PaymentRefundOutcome:
 
 def _require_amount(value: object) -> int:
     if type(value) is not int or not 0 < value <= MAX_CREDITS_PER_MOVEMENT:
-        raise InvalidAmount(
-            f"The amount must be a whole number of credits from 1 to {MAX_CREDITS_PER_MOVEMENT:,}."
-        )
+        raise InvalidAmount(f"The amount must be a whole number of credits from 1 to {MAX_CREDITS_PER_MOVEMENT:,}.")
     return value
 
 
@@ -159,9 +157,7 @@ def voucher_redeem(*, code: str, discord_user_id: int) -> Redemption:
             raise VoucherNotFound()
         if voucher.status == Voucher.Status.REDEEMED:
             if voucher.redeemed_by_id == account.pk:
-                raise VoucherAlreadyRedeemed(
-                    "You already redeemed that voucher; its credits are in your balance."
-                )
+                raise VoucherAlreadyRedeemed("You already redeemed that voucher; its credits are in your balance.")
             raise VoucherAlreadyRedeemed()
         raise VoucherVoid()
 
@@ -191,9 +187,7 @@ def credits_reserve(
     _require_discord_id(discord_user_id)
     _require_amount(amount)
     memo = _require_memo(memo)
-    account_id = (
-        CreditAccount.objects.filter(discord_user_id=discord_user_id).values_list("pk", flat=True).first()
-    )
+    account_id = CreditAccount.objects.filter(discord_user_id=discord_user_id).values_list("pk", flat=True).first()
     if account_id is None:
         raise InsufficientCredits("You have no credits yet. Use /buy or /redeem first.")
     return _ledger_move(
@@ -242,9 +236,7 @@ def voucher_payment_refunded(*, voucher_id: int, memo: str = "") -> PaymentRefun
         raise VoucherNotFound()
     memo = _require_memo(memo) or "Payment refunded"
     with transaction.atomic():
-        if not Voucher.objects.filter(pk=voucher_id, refunded_at__isnull=True).update(
-            refunded_at=timezone.now()
-        ):
+        if not Voucher.objects.filter(pk=voucher_id, refunded_at__isnull=True).update(refunded_at=timezone.now()):
             if not Voucher.objects.filter(pk=voucher_id).exists():
                 raise VoucherNotFound()
             return PaymentRefundOutcome(voided=False, clawed_back=0, already_handled=True)
@@ -258,9 +250,7 @@ def voucher_payment_refunded(*, voucher_id: int, memo: str = "") -> PaymentRefun
         # We hold the write lock (SQLite IMMEDIATE) or take the row lock (PostgreSQL), so the balance read
         # here cannot change before the conditional UPDATE in _ledger_move.
         balance = (
-            CreditAccount.objects.select_for_update()
-            .values_list("balance", flat=True)
-            .get(pk=voucher.redeemed_by_id)
+            CreditAccount.objects.select_for_update().values_list("balance", flat=True).get(pk=voucher.redeemed_by_id)
         )
         take = min(balance, voucher.credits)
         if take:

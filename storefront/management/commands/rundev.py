@@ -10,18 +10,14 @@ from django.core.management.base import BaseCommand
 
 
 class Command(BaseCommand):
-    help = (
-        "Serve the storefront for development, and run the Discord bot beside it when DISCORD_TOKEN is set."
-    )
+    help = "Serve the storefront for development, and run the Discord bot beside it when DISCORD_TOKEN is set."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("addrport", nargs="?", default="127.0.0.1:8000")
 
     def handle(self, *args, addrport: str, **options) -> None:
         if settings.PAYMENTS_BACKEND == "test":
-            self.stdout.write(
-                self.style.WARNING("Payments: TEST MODE (no Stripe keys); no real money moves.")
-            )
+            self.stdout.write(self.style.WARNING("Payments: TEST MODE (no Stripe keys); no real money moves."))
         if settings.IMAGE_BACKEND == "placeholder":
             self.stdout.write(self.style.WARNING("Images: placeholder backend (no OpenAI key)."))
         bot = None
