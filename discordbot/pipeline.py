@@ -49,6 +49,7 @@ class GenerationPipeline:
         self._posting: set[asyncio.Task] = set()  # uploading the finished image: let them finish
         self._in_flight: set[int] = set()
         self._closing = False
+        self._closed = False
 
     @property
     def in_flight_ids(self) -> frozenset[int]:
@@ -68,6 +69,8 @@ class GenerationPipeline:
 
         Requests already uploading their image are left to finish: cancelling one could not tell whether
         Discord had got the image, and would refund it."""
+        if self._closed:
+            return
         self._closing = True
         tasks = [task for task in self._tasks if not task.done()]
         for task in tasks:
@@ -76,6 +79,7 @@ class GenerationPipeline:
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
         await self.backend.aclose()
+        self._closed = True
 
     async def _run(self, interaction: discord.Interaction, reserve: Callable[..., Reservation], **options) -> None:
         if not interaction.response.is_done():

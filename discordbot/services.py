@@ -8,6 +8,7 @@ A generation's life: `generation_reserve` (queued, charged) -> `generation_start
 `generation_succeed` once the image is posted in Discord, or `generation_fail_and_refund`. Every transition is a
 conditional UPDATE on the status, so two callers (the request itself and the stale sweep) can never both settle
 one generation. No transaction here is ever held open across a call to the image backend or to Discord.
+(`failed` is not used: a failure is refunded at once, so it ends as `refunded`, with the reason in `error`.)
 """
 
 from collections.abc import Collection

@@ -67,7 +67,7 @@ class Credits(commands.Cog):
     async def buy(self, interaction: discord.Interaction) -> None:
         """Buy credits: a personal checkout link whose credits go straight to your balance."""
         url = f"{settings.SITE_URL}/?for={buy_token_make(discord_user_id=interaction.user.id)}"
-        view = discord.ui.View()
+        view = discord.ui.View(timeout=None)  # a link button: nothing to listen for
         view.add_item(discord.ui.Button(label="Buy credits", url=url, emoji="\N{SHOPPING TROLLEY}"))
         await interaction.response.send_message(
             "Here is your personal checkout link. Credits you buy through it land in your balance automatically, "

@@ -22,8 +22,11 @@ def _size_choices() -> list[app_commands.Choice[str]]:
     choices = []
     for size in settings.GENERATION_COSTS:
         width, _, height = size.partition("x")
-        shape = "square" if width == height else "landscape" if int(width) > int(height) else "portrait"
-        choices.append(app_commands.Choice(name=f"{shape.title()} {width}\N{MULTIPLICATION SIGN}{height}", value=size))
+        if not (width.isdigit() and height.isdigit()):
+            choices.append(app_commands.Choice(name=size, value=size))  # e.g. "auto"
+            continue
+        shape = "Square" if width == height else "Landscape" if int(width) > int(height) else "Portrait"
+        choices.append(app_commands.Choice(name=f"{shape} {width}\N{MULTIPLICATION SIGN}{height}", value=size))
     return choices
 
 

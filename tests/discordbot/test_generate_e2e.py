@@ -1,16 +1,23 @@
 """/generate and Regenerate, end to end: the real bot against the fake Discord, images from the fake OpenAI
 through the real `AsyncOpenAI` client. Every credit taken ends as a delivered PNG or a refund."""
 
+import asyncio
 import hashlib
 import re
+from datetime import timedelta
 
 import pytest
+from django.db import connections
+from django.utils import timezone
 
 from discordbot.models import Generation
+from discordbot.services import generation_reserve
 from tests.discordbot.fake_discord import EPHEMERAL, Call, Sent
+from tests.discordbot.fake_openai import tiny_png
 from tests.discordbot.harness import BotHarness
 from vouchers.models import LedgerEntry
 from vouchers.selectors import account_balance
+from vouchers.services import credits_grant
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -359,4 +366,70 @@ def test_the_placeholder_backend_needs_no_key(harness, member, fund, settings, a
     assert not harness.openai.requests
     assert Generation.objects.get().model == "placeholder"
     assert EPHEMERAL & answer.flags == 0
+    assert_audit_clean()
+
+
+class ProbingBackend:
+    """Makes its image only after writing to the member's account from another connection: that write would
+    wait on the lock if the bot held a transaction open across the backend call."""
+
+    model = "probe"
+
+    def __init__(self, discord_user_id: int) -> None:
+        self.discord_user_id = discord_user_id
+        self.write_went_through: bool | None = None
+
+    def _grant(self) -> None:
+        try:
+            credits_grant(discord_user_id=self.discord_user_id, amount=1, memo="written mid-generation")
+        finally:
+            connections.close_all()
+
+    async def generate(self, *, prompt: str, size: str, quality: str, user_hash: str) -> bytes:
+        try:
+            await asyncio.wait_for(asyncio.shield(asyncio.to_thread(self._grant)), 3)
+            self.write_went_through = True
+        except TimeoutError:
+            self.write_went_through = False
+        return tiny_png()
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_no_transaction_is_held_open_while_the_image_is_made(harness, member, fund, assert_audit_clean):
+    user = member()
+    fund(user, 1)
+    backend = ProbingBackend(user)
+    harness.start_bot(backend=backend)
+
+    assert_image(harness.answer(harness.command("generate", user=user, prompt="a probe")))
+
+    assert backend.write_went_through is True
+    harness.wait_for(lambda: Generation.objects.filter(status=Generation.Status.SUCCEEDED).exists())
+    assert account_balance(discord_user_id=user) == 1  # 1 - 1 for the image + 1 granted meanwhile
+    assert_audit_clean()
+
+
+def test_the_periodic_sweep_refunds_stale_generations_but_not_its_own(
+    harness, member, fund, settings, assert_audit_clean
+):
+    settings.GENERATION_SWEEP_INTERVAL_SECONDS = 1
+    settings.GENERATION_STALE_SECONDS = 60
+    harness.openai.mode = "slow"
+    harness.start_bot()
+    crashed, waiting = member(), member()
+    fund(crashed, 1)
+    fund(waiting, 1)
+    # Left behind by another process that died after the start-up refund; and one this bot is working on.
+    orphan = generation_reserve(discord_user_id=crashed, prompt="orphan").generation_id
+    harness.command("generate", user=waiting, prompt="slow but alive")
+    harness.wait_for(lambda: harness.openai.requests)
+    Generation.objects.update(created_at=timezone.now() - timedelta(hours=1))
+
+    harness.wait_for(lambda: Generation.objects.get(pk=orphan).status == Generation.Status.REFUNDED, 5)
+
+    assert account_balance(discord_user_id=crashed) == 1
+    mine = Generation.objects.exclude(pk=orphan).get()
+    assert mine.status == Generation.Status.RUNNING  # still being made: the sweep left it alone
     assert_audit_clean()
