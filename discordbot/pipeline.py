@@ -145,6 +145,8 @@ class GenerationPipeline:
 
     async def _make_and_post(self, interaction: discord.Interaction, reservation: Reservation) -> int:
         """Wait for a slot, make the image and post it; returns the message id. Raises on any failure."""
+        if self._closing:  # reserved while `close` was already under way, so `close` did not see this task
+            raise asyncio.CancelledError()
         waited = False
 
         async def show_position(position: int) -> None:
