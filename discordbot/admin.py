@@ -10,6 +10,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from discordbot.models import Generation
+from storefront.admin_base import ReadOnlyAdmin
 
 
 def _seconds(delta: timedelta | None) -> str:
@@ -17,7 +18,7 @@ def _seconds(delta: timedelta | None) -> str:
 
 
 @admin.register(Generation)
-class GenerationAdmin(admin.ModelAdmin):
+class GenerationAdmin(ReadOnlyAdmin):
     list_display = [
         "id",
         "created_at",
@@ -77,12 +78,3 @@ class GenerationAdmin(admin.ModelAdmin):
         if obj.finished_at is None:
             return "-"
         return _seconds(obj.finished_at - (obj.started_at or obj.created_at))
-
-    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False

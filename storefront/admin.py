@@ -6,6 +6,7 @@ from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 
+from storefront.admin_base import ReadOnlyAdmin
 from storefront.models import CreditPack, Order, StripeEvent
 
 
@@ -24,19 +25,6 @@ class CreditPackAdmin(admin.ModelAdmin):
     @admin.display(description="per image")
     def per_image(self, pack: CreditPack) -> str:
         return pack.price_per_image_display
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """History that must not change: operators can look and search, never add, edit or delete."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
 
 @admin.register(Order)

@@ -13,3 +13,13 @@ def assert_audit_clean(db):
         assert not broken, broken
 
     return check
+
+
+@pytest.fixture
+def operator(client):
+    """A test client logged in as a superuser named "operator"."""
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.create_superuser("operator", "op@example.com", "pw-for-tests")
+    client.force_login(user)
+    return client

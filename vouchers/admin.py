@@ -10,22 +10,10 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
+from storefront.admin_base import ReadOnlyAdmin
 from vouchers import services
 from vouchers.errors import VoucherError
 from vouchers.models import CreditAccount, LedgerEntry, Voucher
-
-
-class ReadOnlyMixin:
-    """History: viewable, never added, changed or deleted from the admin."""
-
-    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
 
 class VoucherIssueForm(forms.ModelForm):
@@ -253,7 +241,7 @@ class CreditAccountAdmin(admin.ModelAdmin):
 
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class LedgerEntryAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "account", "kind", "delta", "voucher", "generation", "memo"]
     list_filter = ["kind", "created_at"]
     search_fields = ["account__discord_user_id", "voucher__code", "memo"]

@@ -1,7 +1,6 @@
 """Operator pages: packs editable; orders and Stripe events are read-only history, searchable and filterable."""
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from storefront.models import CreditPack, Order, StripeEvent
@@ -9,13 +8,6 @@ from tests.storefront.conftest import make_order, make_pack
 from vouchers.services import voucher_issue
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def operator(client):
-    user = get_user_model().objects.create_superuser("operator", "op@example.com", "pw-for-tests")
-    client.force_login(user)
-    return client
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """The operator admin: finding things, issuing and voiding vouchers, granting credits through the services."""
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from vouchers import services
@@ -9,13 +8,6 @@ from vouchers.codes import normalize_code
 from vouchers.models import CreditAccount, LedgerEntry, Voucher
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def operator(client):
-    user = get_user_model().objects.create_superuser("operator", "op@example.com", "pw-for-tests")
-    client.force_login(user)
-    return client
 
 
 def test_admin_index_lists_every_model(operator):
