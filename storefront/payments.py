@@ -53,6 +53,8 @@ class PaymentsBackend(Protocol):
 
     def session_retrieve(self, *, session_id: str) -> CheckoutSession: ...
 
+    def session_for_payment(self, *, payment_intent_id: str) -> CheckoutSession | None: ...
+
 
 def _order_id(raw: object) -> int | None:
     text = str(raw) if raw is not None else ""
@@ -108,7 +110,7 @@ class StripeBackend:
             ],
             "client_reference_id": str(order.pk),
             "metadata": {"order_id": str(order.pk)},
-            # Also on the payment, so a refund can be traced back to its order from the charge alone.
+            # Also on the payment, so an operator can trace a payment to its order in Stripe's dashboard.
             "payment_intent_data": {"metadata": {"order_id": str(order.pk)}},
             "success_url": success_url,
             "cancel_url": cancel_url,
@@ -135,6 +137,15 @@ class StripeBackend:
             logger.warning("Could not retrieve Checkout Session %s: %r", session_id, exc)
             raise CheckoutError(PROVIDER_DOWN, http_status=502) from exc
         return self._parse(session)
+
+    def session_for_payment(self, *, payment_intent_id: str) -> CheckoutSession | None:
+        """The Checkout Session that created a PaymentIntent, or None when no session of this account did."""
+        try:
+            page = self._client().v1.checkout.sessions.list(params={"payment_intent": payment_intent_id, "limit": 1})
+        except stripe.StripeError as exc:
+            logger.warning("Could not look up the session of payment %s: %r", payment_intent_id, exc)
+            raise CheckoutError(PROVIDER_DOWN, http_status=502) from exc
+        return self._parse(page.data[0]) if page.data else None
 
     @staticmethod
     def _parse(session: stripe.checkout.Session) -> CheckoutSession:
@@ -174,6 +185,10 @@ class TestModeBackend:
             raise CheckoutError("We don't know that checkout.", http_status=404)
         paid = order.status in (Order.Status.PAID, Order.Status.REFUNDED)
         return self._session(order, paid=paid)
+
+    def session_for_payment(self, *, payment_intent_id: str) -> CheckoutSession | None:
+        """Test-mode payments are never refunded by Stripe; a paid order already carries its payment id."""
+        return None
 
     def session_paid(self, *, order: Order, email: str = "") -> CheckoutSession:
         """The session as the test checkout page's Pay button leaves it: complete and paid."""

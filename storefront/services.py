@@ -254,19 +254,28 @@ def order_mark_failed(*, session_id: str) -> bool:
     )
 
 
-def order_refund(
-    *, payment_intent_id: str, fully_refunded: bool, order_id_hint: int | None = None, memo: str = ""
-) -> PaymentRefundOutcome | None:
+def order_refund(*, payment_intent_id: str, fully_refunded: bool, memo: str = "") -> PaymentRefundOutcome | None:
     """A charge was refunded: mark its order refunded and void its voucher, or claw back what is left of it.
 
     Only full refunds change anything; a partial refund is a goodwill gesture the operator settles by hand.
     Idempotent (the voucher's `refunded_at` is claimed once). None when there was nothing to do.
+
+    A refund can arrive before the order's fulfilment landed (its webhook failing, the buyer never back on the
+    success page). Then the payment's Checkout Session is looked up at the backend and fulfilled first, so the
+    order ends refunded with its one voucher void, and a fulfilment arriving later finds nothing left to do.
     """
-    order = Order.objects.filter(payment_intent_id=payment_intent_id).first() if payment_intent_id else None
+    if not payment_intent_id:
+        return None
+    order = Order.objects.filter(payment_intent_id=payment_intent_id).first()
     if order is None:
-        if order_id_hint and Order.objects.filter(pk=order_id_hint, status=Order.Status.PENDING).exists():
-            # Ours, refunded before its fulfilment landed: fail so Stripe redelivers once it has.
-            raise CheckoutError("The refunded order has not been fulfilled yet.", http_status=409)
+        session = payments_backend().session_for_payment(payment_intent_id=payment_intent_id)
+        if session is not None and session.is_paid:
+            try:
+                order = _fulfill(session=session).order
+            except CheckoutError as exc:
+                if exc.http_status != 404:
+                    raise
+    if order is None:
         logger.warning("Refund for payment %s, which is not one of our orders; ignored.", payment_intent_id)
         return None
     if not fully_refunded:

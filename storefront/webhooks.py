@@ -48,14 +48,12 @@ def _checkout_failed(session: dict[str, Any]) -> None:
 
 
 def _charge_refunded(charge: dict[str, Any]) -> None:
-    hint = str((charge.get("metadata") or {}).get("order_id") or "")
     intent = charge.get("payment_intent") or ""
     if isinstance(intent, dict):  # expanded
         intent = intent.get("id") or ""
     order_refund(
         payment_intent_id=intent,
         fully_refunded=charge.get("refunded") is True,
-        order_id_hint=int(hint) if hint.isdigit() and len(hint) < 19 else None,
         memo=f"Stripe refund of charge {charge.get('id', '?')}",
     )
 

@@ -1,6 +1,7 @@
 """A fake Stripe API on 127.0.0.1: a real HTTP server that stripe-python talks to over a real socket.
 
-It implements what the storefront uses (`POST /v1/checkout/sessions`, `GET /v1/checkout/sessions/{id}`) with
+It implements what the storefront uses (`POST /v1/checkout/sessions`, `GET /v1/checkout/sessions/{id}`,
+`GET /v1/checkout/sessions?payment_intent=...`) with
 Stripe's wire format: form-encoded nested parameters in, JSON objects and error envelopes out, bearer-key
 auth, and idempotency keys replayed like Stripe does. Tests can queue failures (any HTTP status, or a hang to
 provoke client timeouts) and move a session along (paid, completed-but-unpaid, expired).
@@ -185,7 +186,7 @@ class FakeStripe:
         return 200, session
 
     def handle(self, method: str, path: str, headers: dict[str, str], body: str) -> tuple[int, dict[str, Any]]:
-        params = parse_form(body) if method == "POST" else {}
+        params = parse_form(body)  # the form body of a POST, the query string of a GET
         with self._lock:
             self.requests.append(Recorded(method, path, headers, params))
         failure = self._take_failure(method)
@@ -213,6 +214,10 @@ class FakeStripe:
                 if key:
                     self._idempotent[key] = (params, status, response)
                 return status, response
+            if method == "GET" and path == "/v1/checkout/sessions":
+                wanted = params.get("payment_intent")
+                found = [dict(s) for s in self.sessions.values() if wanted and s.get("payment_intent") == wanted]
+                return 200, {"object": "list", "url": path, "has_more": False, "data": found[:1]}
             match = re.fullmatch(r"/v1/checkout/sessions/([A-Za-z0-9_]+)", path)
             if method == "GET" and match:
                 session = self.sessions.get(match.group(1))
@@ -236,9 +241,9 @@ class FakeStripe:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length).decode() if length else ""
-                path = self.path.split("?", 1)[0]
+                path, _, query = self.path.partition("?")
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                status, payload = fake.handle(self.command, path, headers, body)
+                status, payload = fake.handle(self.command, path, headers, body or query)
                 data = json.dumps(payload).encode()
                 try:
                     self.send_response(status)

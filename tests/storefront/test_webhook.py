@@ -450,29 +450,46 @@ def test_refund_of_a_charge_that_is_not_ours_is_acknowledged(client, fake_stripe
     assert Voucher.objects.get(order=fulfilled_order).status == "active"
 
 
-def test_refund_before_fulfilment_is_retried_until_the_order_is_fulfilled(
+def test_refund_before_fulfilment_fulfils_then_refunds_and_a_late_completion_changes_nothing(
     client, fake_stripe, paid_order, assert_audit_clean
 ):
     session = fake_stripe.sessions[paid_order.stripe_session_id]
     early = event_body(
         "charge.refunded",
-        {
-            "id": "ch_early",
-            "object": "charge",
-            "refunded": True,
-            "payment_intent": session["payment_intent"],
-            "metadata": {"order_id": str(paid_order.pk)},
-        },
+        {"id": "ch_early", "object": "charge", "refunded": True, "payment_intent": session["payment_intent"]},
         event_id="evt_refund_early",
     )
 
-    assert deliver(client, early).status_code == 500  # Stripe will retry it
-    assert deliver(client, completed(paid_order, fake_stripe)).status_code == 200
-    assert deliver(client, early).status_code == 200  # the retry
-
+    assert deliver(client, early).status_code == 200
+    lookups = [c for c in fake_stripe.calls("GET") if c.path == "/v1/checkout/sessions"]
+    assert [c.params for c in lookups] == [{"payment_intent": session["payment_intent"], "limit": "1"}]
     paid_order.refresh_from_db()
     assert paid_order.status == "refunded"
     assert Voucher.objects.get(order=paid_order).status == "void"
+
+    assert deliver(client, completed(paid_order, fake_stripe)).status_code == 200  # arrives late
+    paid_order.refresh_from_db()
+    assert paid_order.status == "refunded"
+    assert Voucher.objects.filter(order=paid_order).count() == 1
+    assert Voucher.objects.get(order=paid_order).status == "void"
+    assert_audit_clean()
+
+
+def test_refund_lookup_failure_answers_500_so_stripe_retries(client, fake_stripe, paid_order, assert_audit_clean):
+    session = fake_stripe.sessions[paid_order.stripe_session_id]
+    early = event_body(
+        "charge.refunded",
+        {"id": "ch_early", "object": "charge", "refunded": True, "payment_intent": session["payment_intent"]},
+        event_id="evt_refund_early_2",
+    )
+    fake_stripe.fail_next(500, method="GET")  # the client makes no retries in these tests
+
+    assert deliver(client, early).status_code == 500
+    paid_order.refresh_from_db()
+    assert paid_order.status == "pending"
+    assert deliver(client, early).status_code == 200  # Stripe's retry
+    paid_order.refresh_from_db()
+    assert paid_order.status == "refunded"
     assert_audit_clean()
 
 
