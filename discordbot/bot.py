@@ -39,6 +39,8 @@ class ImageCreditsBot(commands.Bot):
     sweep: bool
 
     def __init__(self, *, backend: ImageBackend | None = None, sweep: bool = True) -> None:
+        # The bot never joins voice; without this, every start logs two warnings about missing voice libraries.
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         intents = discord.Intents.none()
         intents.guilds = True  # slash commands need nothing more; no message content, no member lists
         super().__init__(
