@@ -3,8 +3,12 @@
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -81,8 +85,45 @@ def test_check_deploy_refuses_stripe_without_keys(tmp_path):
     assert "storefront.E002" in result.stderr
 
 
-def _check_deploy(tmp_path: Path, overrides: dict[str, str]) -> subprocess.CompletedProcess:
-    """`manage.py check --deploy` with the web container's environment and fake values for its secrets."""
+def test_container_health_check_passes_against_gunicorn_with_the_production_environment(tmp_path):
+    """The web container's own health check, run against gunicorn configured exactly as in the task.
+
+    It calls by IP over plain HTTP, which ALLOWED_HOSTS and the HTTPS redirect must not refuse."""
+    env = _web_environment(tmp_path)
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True, timeout=120)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "storefront.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        command = CONTAINERS["web"]["healthCheck"]["command"]
+        assert command[0] == "CMD"
+        argv = [sys.executable if arg == "python" else arg.replace(":8000", f":{port}") for arg in command[1:]]
+        deadline = time.monotonic() + 30
+        while True:
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+            if result.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert result.returncode == 0, result.stderr
+        # Everything else still insists on a known host.
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=5)
+        assert refused.value.code == 400
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+
+
+def _web_environment(tmp_path: Path) -> dict[str, str]:
+    """The web container's environment, with fake values for its secrets and a scratch data folder."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "STRIPE_", "OPENAI_", "DISCORD_"))}
     env.pop("DATABASE_URL", None)
     env.update(_env(CONTAINERS["web"]))
@@ -97,7 +138,12 @@ def _check_deploy(tmp_path: Path, overrides: dict[str, str]) -> subprocess.Compl
             "DJANGO_SETTINGS_MODULE": "storefront.settings",
         }
     )
-    env.update(overrides)
+    return env
+
+
+def _check_deploy(tmp_path: Path, overrides: dict[str, str]) -> subprocess.CompletedProcess:
+    """`manage.py check --deploy` with the web container's environment and fake values for its secrets."""
+    env = {**_web_environment(tmp_path), **overrides}
     return subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "ERROR"],
         cwd=ROOT,
