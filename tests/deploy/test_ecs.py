@@ -85,12 +85,13 @@ def test_check_deploy_refuses_stripe_without_keys(tmp_path):
     assert "storefront.E002" in result.stderr
 
 
-def test_container_health_check_passes_against_gunicorn_with_the_production_environment(tmp_path):
+def test_gunicorn_with_the_production_environment_passes_the_health_check_and_serves_the_shop(tmp_path):
     """The web container's own health check, run against gunicorn configured exactly as in the task.
 
     It calls by IP over plain HTTP, which ALLOWED_HOSTS and the HTTPS redirect must not refuse."""
-    env = _web_environment(tmp_path)
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True, timeout=120)
+    env = {**_web_environment(tmp_path), "STATIC_ROOT": str(tmp_path / "static")}
+    for step in (["migrate", "--noinput"], ["collectstatic", "--noinput", "-v0"]):  # as the image does
+        subprocess.run([sys.executable, "manage.py", *step], cwd=ROOT, env=env, check=True, timeout=120)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -113,10 +114,22 @@ def test_container_health_check_passes_against_gunicorn_with_the_production_envi
             time.sleep(0.3)
         assert result.returncode == 0, result.stderr
         # Everything else still insists on a known host.
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/")
         with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(request, timeout=5)
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)
         assert refused.value.code == 400
+        # The shop renders as the load balancer forwards it (HTTPS terminated there), and its stylesheet is
+        # served from the collected, hashed static files: a template naming a missing file would fail here.
+        host = env["ALLOWED_HOSTS"].split(",")[0]
+        forwarded = {"Host": host, "X-Forwarded-Proto": "https"}
+        with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/", headers=forwarded)) as page:
+            html = page.read().decode()
+        assert page.status == 200 and "Buy image credits" in html
+        stylesheets = re.findall(r'href="(/static/[^"]+\.css)"', html)
+        assert stylesheets and all(re.search(r"\.[0-9a-f]{12}\.css$", href) for href in stylesheets)
+        for href in stylesheets:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}{href}", headers=forwarded)
+            with urllib.request.urlopen(request) as css:
+                assert css.status == 200 and css.read()
     finally:
         server.terminate()
         server.wait(timeout=15)
