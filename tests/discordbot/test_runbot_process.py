@@ -127,4 +127,6 @@ def test_sigterm_refunds_unfinished_images_tells_the_member_and_exits_cleanly(
     assert Generation.objects.get().status == Generation.Status.REFUNDED
     assert account_balance(discord_user_id=user) == 1
     assert "Bot stopped" in bot.output()
+    for secret in ("fake-bot-token", "sk-test-fake", "test-secret-key-not-for-production"):
+        assert secret not in bot.output()  # secrets never reach the logs
     assert_audit_clean()
