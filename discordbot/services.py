@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from discordbot.errors import GenerationError, RedeemRateLimited
 from discordbot.models import Generation
+from discordbot.replies import plural
 from vouchers.errors import InsufficientCredits, VoucherError
 from vouchers.models import CreditAccount, LedgerEntry
 from vouchers.selectors import account_balance
@@ -43,10 +44,6 @@ class Reservation:
     quality: str
     cost: int
     balance: int
-
-
-def _plural(n: int, word: str = "credit") -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def generation_price(*, size: str | None = None, quality: str | None = None) -> tuple[str, str, int]:
@@ -112,7 +109,7 @@ def generation_reserve(
     except InsufficientCredits:
         balance = account_balance(discord_user_id=discord_user_id)
         raise InsufficientCredits(
-            f"This image costs {_plural(cost)} and your balance is {_plural(balance)}. "
+            f"This image costs {plural(cost)} and your balance is {plural(balance)}. "
             "Use /buy to get more, or /redeem a voucher."
         ) from None
     return Reservation(
@@ -217,7 +214,7 @@ def redeem_rate_limit_check(*, discord_user_id: int) -> None:
     if failures >= settings.REDEEM_MAX_FAILURES:
         minutes = max(1, settings.REDEEM_FAILURE_WINDOW_SECONDS // 60)
         raise RedeemRateLimited(
-            f"Too many failed voucher attempts. Please wait up to {_plural(minutes, 'minute')} and try again."
+            f"Too many failed voucher attempts. Please wait up to {plural(minutes, 'minute')} and try again."
         )
 
 
