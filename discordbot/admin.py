@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from discordbot.models import Generation
-from storefront.admin_base import ReadOnlyAdmin
+from vouchers.admin_base import ReadOnlyAdmin
 
 
 def _seconds(delta: timedelta | None) -> str:

@@ -6,8 +6,8 @@ from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 
-from storefront.admin_base import ReadOnlyAdmin
 from storefront.models import CreditPack, Order, StripeEvent
+from vouchers.admin_base import ReadOnlyAdmin
 
 
 @admin.register(CreditPack)

@@ -10,8 +10,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from storefront.admin_base import ReadOnlyAdmin
 from vouchers import services
+from vouchers.admin_base import ReadOnlyAdmin
 from vouchers.errors import VoucherError
 from vouchers.models import CreditAccount, LedgerEntry, Voucher
 
