@@ -60,6 +60,12 @@ class Order(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        # Consequential operator actions each need their own permission (checked by the admin on every path).
+        permissions = [
+            ("refund_order", "Can refund orders"),
+            ("resend_voucher_email", "Can resend the voucher email"),
+            ("view_dashboard", "Can view the money dashboard and export its CSV files"),
+        ]
 
     def __str__(self) -> str:
         return f"Order #{self.pk} ({self.status})"

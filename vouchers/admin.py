@@ -1,7 +1,10 @@
 """Operator admin for vouchers, accounts and the ledger.
 
 Every change of credits goes through `vouchers.services` (so the ledger records it); the ledger itself is
-read-only here, as it is everywhere.
+read-only here, as it is everywhere. Each consequential action needs its own permission, checked on every path
+(see `vouchers.admin_base`): issuing (`vouchers.issue_voucher`), voiding (`vouchers.void_voucher`), granting
+(`vouchers.grant_credits`). Codes are shown in full only with `vouchers.see_voucher_code`. Every action records
+who did it, when and why: in the ledger memo for credit movements, and in the admin log for all of them.
 """
 
 from django import forms
@@ -11,13 +14,77 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from vouchers import services
-from vouchers.admin_base import ReadOnlyAdmin
+from vouchers.admin_base import (
+    GuardedAdmin,
+    ReadOnlyAdmin,
+    column,
+    require_perm,
+    shown_code,
+    shown_text,
+)
 from vouchers.errors import VoucherError
 from vouchers.models import CreditAccount, LedgerEntry, Voucher
+
+ISSUE = "vouchers.issue_voucher"
+VOID = "vouchers.void_voucher"
+GRANT = "vouchers.grant_credits"
+DEBIT = "vouchers.debit_credits"  # defined now; the debit/adjust action arrives with the debit service
+
+
+def attributed(memo: str, request: HttpRequest) -> str:
+    """The operator's reason with their name, cut to what the ledger holds."""
+    return f"{memo} (by {request.user.get_username()})"[: services.MAX_MEMO_LENGTH]
+
+
+class ReasonForm(forms.Form):
+    """The "why" every consequential action asks for; it goes into the ledger memo or the admin log."""
+
+    memo = forms.CharField(
+        max_length=services.MAX_MEMO_LENGTH - 40, label="Reason", help_text="Why: this is recorded with your name."
+    )
+
+
+class GrantCreditsForm(ReasonForm):
+    amount = forms.IntegerField(min_value=1, max_value=services.MAX_CREDITS_PER_MOVEMENT, label="Credits")
+    field_order = ["amount", "memo"]
+
+
+def action_form_page(
+    model_admin: admin.ModelAdmin,
+    request: HttpRequest,
+    *,
+    action: str,
+    title: str,
+    intro: str,
+    form: forms.Form,
+    objects: list[tuple[int, str]],
+    submit: str,
+) -> TemplateResponse:
+    """The intermediate page of an action that asks for input (a reason, an amount) before it acts."""
+    return TemplateResponse(
+        request,
+        "admin/action_form.html",
+        {
+            **model_admin.admin_site.each_context(request),
+            "title": title,
+            "intro": intro,
+            "form": form,
+            "objects": objects,
+            "action": action,
+            "submit": submit,
+            "opts": model_admin.model._meta,
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        },
+    )
 
 
 class VoucherIssueForm(forms.ModelForm):
     credits = forms.IntegerField(min_value=1, max_value=services.MAX_CREDITS_PER_MOVEMENT)
+    note = forms.CharField(
+        max_length=services.MAX_MEMO_LENGTH - 40,
+        label="Reason",
+        help_text="Who it is for and why (kept on the voucher, with your name).",
+    )
 
     class Meta:
         model = Voucher
@@ -25,17 +92,7 @@ class VoucherIssueForm(forms.ModelForm):
 
 
 @admin.register(Voucher)
-class VoucherAdmin(admin.ModelAdmin):
-    list_display = [
-        "code",
-        "credits",
-        "status",
-        "redeemed_by",
-        "redeemed_at",
-        "order",
-        "note",
-        "created_at",
-    ]
+class VoucherAdmin(GuardedAdmin):
     list_filter = ["status", "created_at", "redeemed_at"]
     search_fields = [
         "code",
@@ -44,38 +101,39 @@ class VoucherAdmin(admin.ModelAdmin):
         "order__stripe_session_id",
         "note",
     ]
-    readonly_fields = [
-        "code",
-        "status",
-        "order",
-        "redeemed_by",
-        "redeemed_at",
-        "refunded_at",
-        "created_at",
-    ]
+    code_search_fields = ("code",)
+    exact_code_lookups = ("code",)
     actions = ["void_vouchers"]
     list_select_related = ["redeemed_by", "order"]
 
-    def get_search_results(self, request, queryset, search_term):
-        # Operators paste codes the way customers type them; find them in their canonical form too.
-        from vouchers.codes import normalize_code
+    def get_list_display(self, request: HttpRequest):
+        return [
+            column(request, "code", lambda v: shown_code(request, v.code), ordering="code", css="code"),
+            "credits",
+            "status",
+            "redeemed_by",
+            "redeemed_at",
+            "order",
+            column(request, "note", lambda v: shown_text(request, v.note)),
+            "created_at",
+        ]
 
-        queryset, may_have_duplicates = super().get_search_results(request, queryset, search_term)
-        canonical = normalize_code(search_term)
-        if canonical:
-            queryset |= self.model.objects.filter(code=canonical)
-        return queryset, may_have_duplicates
+    def get_list_display_links(self, request, list_display):
+        return list_display[:1]
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:
             kwargs["form"] = VoucherIssueForm
         return super().get_form(request, obj, change, **kwargs)
 
+    def _code_field(self, request: HttpRequest):
+        return column(request, "code", lambda v: shown_code(request, v.code), css="code")
+
     def get_fields(self, request, obj=None):
         if obj is None:
             return ["credits", "note"]
         return [
-            "code",
+            self._code_field(request),
             "credits",
             "status",
             "note",
@@ -89,8 +147,19 @@ class VoucherAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return []
-        # Credits of an existing voucher never change; its note may be edited.
-        return [*self.readonly_fields, "credits"]
+        # Credits of an existing voucher never change; its note may be edited (with `change_voucher`).
+        fields = ["credits", "status", "order", "redeemed_by", "redeemed_at", "refunded_at", "created_at"]
+        return [self._code_field(request), *fields]
+
+    def get_fieldsets(self, request, obj=None):
+        # One fieldset from get_fields, rebuilt per request so the code column is this request's closure.
+        return [(None, {"fields": self.get_fields(request, obj)})]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(ISSUE)
+
+    def has_void_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(VOID)
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False  # void instead: the ledger may point at it
@@ -99,36 +168,69 @@ class VoucherAdmin(admin.ModelAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
+        require_perm(request, ISSUE)
         # The form has validated the bounds the service enforces; issuing goes through the service alone.
-        issued = services.voucher_issue(credits=obj.credits, note=obj.note)
-        obj.pk, obj.code, obj.created_at = issued.pk, issued.code, issued.created_at
+        # The admin log records the issue itself (who, when); the note keeps why.
+        issued = services.voucher_issue(credits=obj.credits, note=attributed(obj.note, request))
+        obj.pk, obj.code, obj.note, obj.created_at = issued.pk, issued.code, issued.note, issued.created_at
         obj._state.adding = False
         obj._state.db = issued._state.db
 
-    @admin.action(description="Void selected vouchers (unredeemed only)")
-    def void_vouchers(self, request: HttpRequest, queryset: QuerySet[Voucher]) -> None:
+    @admin.action(description="Void selected vouchers (unredeemed only)", permissions=["void"])
+    def void_vouchers(self, request: HttpRequest, queryset: QuerySet[Voucher]) -> HttpResponse | None:
+        require_perm(request, VOID)
+        form = ReasonForm(request.POST if "apply" in request.POST else None)
+        if not form.is_valid():
+            return action_form_page(
+                self,
+                request,
+                action="void_vouchers",
+                title="Void vouchers",
+                intro="A void voucher can never be redeemed. Redeemed vouchers are refused.",
+                form=form,
+                objects=[(v.pk, f"{shown_code(request, v.code)}: {v.credits} credits, {v.status}") for v in queryset],
+                submit="Void vouchers",
+            )
+        memo = attributed(f"Voided: {form.cleaned_data['memo']}", request)
         voided, refused = 0, []
-        for code in queryset.values_list("code", flat=True):
+        for voucher in queryset:
             try:
-                services.voucher_void(code=code, memo=f"Voided by {request.user.get_username()}")
-                voided += 1
+                services.voucher_void(code=voucher.code, memo=memo)
             except VoucherError as exc:
-                refused.append(f"{code}: {exc.message}")
+                refused.append(f"{shown_code(request, voucher.code)}: {exc.message}")
+                continue
+            voided += 1
+            self.log_change(request, voucher, memo)
         if voided:
             self.message_user(request, f"Voided {voided} voucher(s).", messages.SUCCESS)
         for line in refused:
             self.message_user(request, line, messages.WARNING)
+        return None
 
 
 class LedgerEntryInline(admin.TabularInline):
     model = LedgerEntry
     fk_name = "account"
-    fields = ["created_at", "kind", "delta", "voucher", "generation", "memo"]
-    readonly_fields = fields
     ordering = ["-created_at", "-id"]
     extra = 0
     can_delete = False
     show_change_link = True
+
+    def get_fields(self, request, obj=None):
+        return [
+            "created_at",
+            "kind",
+            "delta",
+            "voucher",
+            "generation",
+            column(request, "memo", lambda e: shown_text(request, e.memo)),
+        ]
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.get_fields(request, obj)
+
+    def get_fieldsets(self, request, obj=None):
+        return [(None, {"fields": self.get_fields(request, obj)})]
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -137,16 +239,13 @@ class LedgerEntryInline(admin.TabularInline):
         return False
 
 
-class GrantCreditsForm(forms.Form):
-    amount = forms.IntegerField(min_value=1, max_value=services.MAX_CREDITS_PER_MOVEMENT, label="Credits")
-    memo = forms.CharField(max_length=services.MAX_MEMO_LENGTH, help_text="Why: this goes into the ledger.")
-
-
 class AccountGrantForm(forms.ModelForm):
     """Adding an account in the admin is granting credits to a Discord member (the account is created)."""
 
     amount = forms.IntegerField(min_value=1, max_value=services.MAX_CREDITS_PER_MOVEMENT, label="Credits")
-    memo = forms.CharField(max_length=services.MAX_MEMO_LENGTH, help_text="Why: this goes into the ledger.")
+    memo = forms.CharField(
+        max_length=services.MAX_MEMO_LENGTH - 40, label="Reason", help_text="Why: this goes into the ledger."
+    )
 
     class Meta:
         model = CreditAccount
@@ -157,13 +256,15 @@ class AccountGrantForm(forms.ModelForm):
 
 
 @admin.register(CreditAccount)
-class CreditAccountAdmin(admin.ModelAdmin):
+class CreditAccountAdmin(GuardedAdmin):
     list_display = ["discord_user_id", "balance", "created_at", "updated_at"]
     search_fields = [
         "discord_user_id",
         "redeemed_vouchers__code",
         "redeemed_vouchers__order__email",
     ]
+    code_search_fields = ("redeemed_vouchers__code",)
+    exact_code_lookups = ("redeemed_vouchers__code",)
     readonly_fields = ["discord_user_id", "balance", "created_at", "updated_at"]
     inlines = [LedgerEntryInline]
     actions = ["grant_credits"]
@@ -184,65 +285,99 @@ class CreditAccountAdmin(admin.ModelAdmin):
     def get_inlines(self, request, obj=None):
         return self.inlines if obj is not None else []
 
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(GRANT)  # the add form is a grant
+
+    def has_grant_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(GRANT)
+
+    def has_debit_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(DEBIT)
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False  # nothing about an account is edited by hand (so its page has no Save button)
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
     def save_model(self, request, obj: CreditAccount, form, change: bool) -> None:
-        if change:
-            return  # nothing about an account is edited by hand
+        require_perm(request, GRANT)
         entry = services.credits_grant(
             discord_user_id=form.cleaned_data["discord_user_id"],
             amount=form.cleaned_data["amount"],
-            memo=f"{form.cleaned_data['memo']} (by {request.user.get_username()})"[: services.MAX_MEMO_LENGTH],
+            memo=attributed(form.cleaned_data["memo"], request),
         )
         account = entry.account
         obj.pk, obj.balance, obj.created_at = account.pk, account.balance, account.created_at
         obj._state.adding = False
         obj._state.db = account._state.db
 
+    def construct_change_message(self, request, form, formsets, add=False):
+        if add:
+            return f"Granted {form.cleaned_data['amount']} credit(s): {form.cleaned_data['memo']}"
+        return super().construct_change_message(request, form, formsets, add)
+
     def save_related(self, request, form, formsets, change) -> None:
         pass  # the account has no related rows an operator edits
 
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    @admin.action(description="Grant credits to selected accounts")
+    @admin.action(description="Grant credits to selected accounts", permissions=["grant"])
     def grant_credits(self, request: HttpRequest, queryset: QuerySet[CreditAccount]) -> HttpResponse | None:
+        require_perm(request, GRANT)
         form = GrantCreditsForm(request.POST if "apply" in request.POST else None)
-        if form.is_valid():
-            granted = 0
-            for discord_user_id in queryset.values_list("discord_user_id", flat=True):
-                try:
-                    services.credits_grant(
-                        discord_user_id=discord_user_id,
-                        amount=form.cleaned_data["amount"],
-                        memo=f"{form.cleaned_data['memo']} (by {request.user.get_username()})"[
-                            : services.MAX_MEMO_LENGTH
-                        ],
-                    )
-                    granted += 1
-                except VoucherError as exc:
-                    self.message_user(request, f"{discord_user_id}: {exc.message}", messages.ERROR)
-            self.message_user(
+        if not form.is_valid():
+            return action_form_page(
+                self,
                 request,
-                f"Granted {form.cleaned_data['amount']} credit(s) to {granted} account(s).",
-                messages.SUCCESS,
+                action="grant_credits",
+                title="Grant credits",
+                intro="Each grant is a ledger entry carrying your reason and your name.",
+                form=form,
+                objects=[(a.pk, f"Discord user {a.discord_user_id} (balance {a.balance})") for a in queryset],
+                submit="Grant credits",
             )
-            return None
-        return TemplateResponse(
-            request,
-            "admin/vouchers/grant_credits.html",
-            {
-                **self.admin_site.each_context(request),
-                "title": "Grant credits",
-                "form": form,
-                "accounts": queryset,
-                "opts": self.model._meta,
-                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
-            },
-        )
+        amount, memo = form.cleaned_data["amount"], attributed(form.cleaned_data["memo"], request)
+        granted = 0
+        for account in queryset:
+            try:
+                services.credits_grant(discord_user_id=account.discord_user_id, amount=amount, memo=memo)
+            except VoucherError as exc:
+                self.message_user(request, f"{account.discord_user_id}: {exc.message}", messages.ERROR)
+                continue
+            granted += 1
+            self.log_change(request, account, f"Granted {amount} credit(s): {memo}")
+        self.message_user(request, f"Granted {amount} credit(s) to {granted} account(s).", messages.SUCCESS)
+        return None
 
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "account", "kind", "delta", "voucher", "generation", "memo"]
+class LedgerEntryAdmin(GuardedAdmin, ReadOnlyAdmin):
     list_filter = ["kind", "created_at"]
     search_fields = ["account__discord_user_id", "voucher__code", "memo"]
+    # A memo may hold a code ("Redeemed K7QH-..."), so a substring search of memos would reveal it too.
+    code_search_fields = ("voucher__code", "memo")
+    exact_code_lookups = ("voucher__code",)
     list_select_related = ["account", "voucher", "generation"]
+
+    def get_list_display(self, request: HttpRequest):
+        return ["created_at", "account", "kind", "delta", "voucher", "generation", self._memo(request)]
+
+    def _memo(self, request: HttpRequest):
+        return column(request, "memo", lambda e: shown_text(request, e.memo))
+
+    def get_fields(self, request, obj=None):
+        return [
+            "created_at",
+            "account",
+            "kind",
+            "delta",
+            "voucher",
+            "generation",
+            "refund_of",
+            self._memo(request),
+        ]
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.get_fields(request, obj)
+
+    def get_fieldsets(self, request, obj=None):
+        return [(None, {"fields": self.get_fields(request, obj)})]

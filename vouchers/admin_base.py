@@ -1,7 +1,63 @@
-"""Admin building blocks shared by every app's admin."""
+"""Admin building blocks shared by every app's admin: read-only history, permission guards, masked codes.
+
+Every consequential operator action has its own permission (see each model's `Meta.permissions`). The admin
+checks it on every path a request can take: the action list only offers what the user may run, a POSTed action
+the user may not run is refused with 403 before Django would quietly ignore it, and each action and custom view
+checks again itself (`require_perm`), so a path added later cannot forget it.
+"""
+
+from collections.abc import Callable, Iterable
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
+
+from vouchers.codes import mask_code, mask_codes_in, normalize_code
+
+SEE_CODES = "vouchers.see_voucher_code"
+
+
+def require_perm(request: HttpRequest, perm: str) -> None:
+    """403 unless the user holds `perm` ("app_label.codename")."""
+    if not request.user.is_active or not request.user.has_perm(perm):
+        raise PermissionDenied
+
+
+def can_see_codes(request: HttpRequest) -> bool:
+    return request.user.has_perm(SEE_CODES)
+
+
+def shown_code(request: HttpRequest, code: str | None) -> str:
+    """A voucher code as this user may see it: in full, or masked."""
+    if not code:
+        return "\N{EN DASH}"
+    return code if can_see_codes(request) else mask_code(code)
+
+
+def shown_text(request: HttpRequest, text: str) -> str:
+    """Free text (a memo, a note) with any voucher code in it masked for users who may not see codes."""
+    return text if can_see_codes(request) else mask_codes_in(text)
+
+
+def column(
+    request: HttpRequest, description: str, func: Callable, *, ordering: str | None = None, css: str = ""
+) -> Callable:
+    """A list/readonly column computed for this request (display methods get no request; closures do).
+
+    The same object is returned for the same request and name: the admin compares the fields it is given
+    with its readonly fields by identity, across several calls.
+    """
+    name = css or description.replace(" ", "_")
+    cache = request.__dict__.setdefault("_admin_columns", {})
+    key = (name, description, ordering)
+    if key not in cache:
+        func.short_description = description
+        if ordering:
+            func.admin_order_field = ordering
+        func.__name__ = name
+        cache[key] = func
+    return cache[key]
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -16,3 +72,44 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+
+class GuardedAdmin(admin.ModelAdmin):
+    """Refuses (403) a POSTed action the user may not run, and hides code-revealing searches from those who may
+    not see codes.
+
+    Django drops actions the user lacks `permissions=` for from the list, but a forged POST naming one simply
+    re-renders the list with 200; a plain 403 says what happened and is what the tests pin.
+    `code_search_fields` lists the lookups that reach voucher codes (or text holding them): a substring search
+    there would reveal a code one character at a time, so users who may not see codes can only find a voucher
+    by its whole code, typed any way customers type it.
+    """
+
+    code_search_fields: tuple[str, ...] = ()
+    # The lookups that hold a voucher's code exactly; a whole code typed by anyone finds its rows through these.
+    exact_code_lookups: tuple[str, ...] = ()
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        if request.method == "POST":
+            requested = set(request.POST.getlist("action"))
+            known = {name for _func, name, _desc in self._get_base_actions()}
+            allowed = set(self.get_actions(request))
+            if requested & known - allowed:
+                raise PermissionDenied
+        return super().changelist_view(request, extra_context)
+
+    def get_search_fields(self, request: HttpRequest) -> Iterable[str]:
+        fields = list(super().get_search_fields(request))
+        if can_see_codes(request):
+            return fields
+        return [f for f in fields if f not in self.code_search_fields]
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):
+        found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        canonical = normalize_code(search_term)
+        if canonical and self.exact_code_lookups:
+            match = Q()
+            for lookup in self.exact_code_lookups:
+                match |= Q(**{lookup: canonical})
+            found = found | queryset.filter(match)
+        return found, may_have_duplicates

@@ -8,7 +8,7 @@ negative balance (CHECK constraint) and a second refund of the same charge (uniq
 from django.db import models
 from django.db.models import Q
 
-from vouchers.codes import FORMATTED_LENGTH, generate_code
+from vouchers.codes import FORMATTED_LENGTH, generate_code, mask_code
 
 
 class Voucher(models.Model):
@@ -36,6 +36,12 @@ class Voucher(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        # Consequential operator actions each need their own permission (checked by the admin on every path).
+        permissions = [
+            ("issue_voucher", "Can issue vouchers"),
+            ("void_voucher", "Can void vouchers"),
+            ("see_voucher_code", "Can see voucher codes in full"),
+        ]
         constraints = [
             models.CheckConstraint(condition=Q(credits__gt=0), name="voucher_credits_positive"),
             models.CheckConstraint(
@@ -46,7 +52,8 @@ class Voucher(models.Model):
         ]
 
     def __str__(self) -> str:
-        return self.code
+        # Masked: str() reaches breadcrumbs, related-object links and the admin log, which every operator sees.
+        return f"Voucher {mask_code(self.code)}"
 
 
 class CreditAccount(models.Model):
@@ -59,6 +66,10 @@ class CreditAccount(models.Model):
 
     class Meta:
         ordering = ["-updated_at"]
+        permissions = [
+            ("grant_credits", "Can grant credits"),
+            ("debit_credits", "Can debit or adjust credits"),
+        ]
         constraints = [
             models.CheckConstraint(condition=Q(balance__gte=0), name="creditaccount_balance_non_negative"),
         ]

@@ -21,7 +21,7 @@ def test_issuing_from_the_admin_generates_a_code_through_the_service(operator):
     assert response.status_code == 302
     voucher = Voucher.objects.get()
     assert normalize_code(voucher.code) == voucher.code
-    assert (voucher.credits, voucher.note, voucher.status) == (25, "giveaway", Voucher.Status.ACTIVE)
+    assert (voucher.credits, voucher.note, voucher.status) == (25, "giveaway (by operator)", Voucher.Status.ACTIVE)
 
 
 @pytest.mark.parametrize("credits", ["0", "-5", "abc", "10000000"])
@@ -54,11 +54,12 @@ def test_void_action_voids_active_vouchers_and_refuses_redeemed_ones(operator):
     active = services.voucher_issue(credits=5)
     redeemed = services.voucher_issue(credits=5)
     services.voucher_redeem(code=redeemed.code, discord_user_id=42)
-    response = operator.post(
-        reverse("admin:vouchers_voucher_changelist"),
-        {"action": "void_vouchers", "_selected_action": [active.pk, redeemed.pk]},
-        follow=True,
-    )
+    url = reverse("admin:vouchers_voucher_changelist")
+    selected = {"action": "void_vouchers", "_selected_action": [active.pk, redeemed.pk]}
+    asks = operator.post(url, selected)
+    assert asks.status_code == 200 and b"Reason" in asks.content
+    assert Voucher.objects.filter(status=Voucher.Status.VOID).count() == 0  # asking wrote nothing
+    response = operator.post(url, {**selected, "apply": "1", "memo": "fraud report #12"}, follow=True)
     active.refresh_from_db()
     redeemed.refresh_from_db()
     assert active.status == Voucher.Status.VOID
@@ -66,6 +67,7 @@ def test_void_action_voids_active_vouchers_and_refuses_redeemed_ones(operator):
     texts = [str(m) for m in response.context["messages"]]
     assert any("Voided 1 voucher" in t for t in texts)
     assert any(redeemed.code in t and "can't be voided" in t for t in texts)
+    assert active.note == "Voided: fraud report #12 (by operator)"
 
 
 def test_vouchers_cannot_be_deleted_from_the_admin(operator):
