@@ -1,6 +1,11 @@
 """Reads the storefront's views share."""
 
+from dataclasses import dataclass
+from datetime import date, datetime
 from fractions import Fraction
+
+from django.db.models import Count, QuerySet, Sum
+from django.db.models.functions import TruncDate
 
 from storefront.models import CreditPack, Order
 
@@ -20,3 +25,76 @@ def order_by_session(*, session_id: str) -> Order | None:
     if not session_id or len(session_id) > 255:
         return None
     return Order.objects.select_related("pack").filter(stripe_session_id=session_id).first()
+
+
+# --- Figures for the money dashboard (periods are half-open: start <= t < end) ----------------------------
+
+
+@dataclass(frozen=True)
+class RevenueFigures:
+    """One currency's money in a period, in integer minor units."""
+
+    currency: str
+    paid_orders: int
+    revenue_cents: int  # orders paid in the period, at their purchase amount
+    refunded_orders: int
+    refunds_cents: int  # orders whose refund arrived in the period
+    # LATER (issue 10, with issue 7's Dispute model): disputes opened/lost in the period, and partial refunds.
+
+    @property
+    def net_cents(self) -> int:
+        return self.revenue_cents - self.refunds_cents
+
+
+def revenue_figures(*, start: datetime, end: datetime) -> list[RevenueFigures]:
+    """Revenue, refunds and net per currency. A refund counts when it arrived (its voucher's `refunded_at`)."""
+    paid = (
+        Order.objects.filter(paid_at__gte=start, paid_at__lt=end)
+        .values("currency")
+        .annotate(n=Count("id"), total=Sum("amount_cents"))
+    )
+    refunded = (
+        Order.objects.filter(
+            status=Order.Status.REFUNDED, voucher__refunded_at__gte=start, voucher__refunded_at__lt=end
+        )
+        .values("currency")
+        .annotate(n=Count("id"), total=Sum("amount_cents"))
+    )
+    money: dict[str, dict[str, int]] = {}
+    for row in paid:
+        money.setdefault(row["currency"], {}).update(paid=row["n"], revenue=row["total"] or 0)
+    for row in refunded:
+        money.setdefault(row["currency"], {}).update(refunded=row["n"], refunds=row["total"] or 0)
+    return [
+        RevenueFigures(
+            currency=currency,
+            paid_orders=m.get("paid", 0),
+            revenue_cents=m.get("revenue", 0),
+            refunded_orders=m.get("refunded", 0),
+            refunds_cents=m.get("refunds", 0),
+        )
+        for currency, m in sorted(money.items())
+    ]
+
+
+def revenue_daily(*, start: datetime, end: datetime) -> dict[str, dict[date, int]]:
+    """Revenue in minor units per currency and day (UTC), for days that had any."""
+    rows = (
+        Order.objects.filter(paid_at__gte=start, paid_at__lt=end)
+        .annotate(day=TruncDate("paid_at"))
+        .values("currency", "day")
+        .annotate(total=Sum("amount_cents"))
+    )
+    daily: dict[str, dict[date, int]] = {}
+    for row in rows:
+        daily.setdefault(row["currency"], {})[row["day"]] = row["total"]
+    return daily
+
+
+def orders_in_period(*, start: datetime, end: datetime) -> QuerySet[Order]:
+    """Orders created in the period, oldest first, with their pack and voucher (for the CSV export)."""
+    return (
+        Order.objects.filter(created_at__gte=start, created_at__lt=end)
+        .select_related("pack", "voucher")
+        .order_by("created_at", "id")
+    )

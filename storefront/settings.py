@@ -5,6 +5,7 @@ backends are chosen only when their keys are absent and DEBUG is on, and `manage
 loudly on a production configuration that would use them (see `storefront/checks.py`).
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -30,7 +31,7 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "storefront.apps.ShopAdminConfig",  # django.contrib.admin with our admin site (storefront/admin_site.py)
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -40,6 +41,9 @@ INSTALLED_APPS = [
     "storefront",
     "vouchers",
     "discordbot",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -50,8 +54,10 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",  # request.user.is_verified() for the optional second factor
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into its 429 page
 ]
 
 ROOT_URLCONF = "storefront.urls"
@@ -126,6 +132,46 @@ SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 3600)
 SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# --- Operators' logins (the admin) ---------------------------------------------------------------------
+# Where the admin lives, relative to the site root (e.g. "back-office-7f3k/"); default "admin/".
+ADMIN_URL = env.str("ADMIN_URL", default="admin/").strip("/") + "/"
+if ADMIN_URL == "/":
+    raise ImproperlyConfigured("ADMIN_URL must not be empty (the shop itself lives at /).")
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": env.int("PASSWORD_MIN_LENGTH", default=12)},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+# Sessions exist only for operators. A session ends after this many seconds without an admin request (each
+# request pushes the end forward) and when the browser closes; Django's default is two weeks.
+SESSION_COOKIE_AGE = env.int("ADMIN_SESSION_SECONDS", default=3600)
+SESSION_SAVE_EVERY_REQUEST = True
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+# Lockout after repeated failed logins (django-axes), counted in the cache (CACHE_URL: with several processes,
+# use Redis so they share one count). Locked by username: behind the load balancer every client would share one
+# address, so locking by address would lock every operator out at once.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out login before the password is checked
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username"]
+AXES_RESET_ON_SUCCESS = True
+AXES_ENABLE_ADMIN = False  # the cache handler keeps no rows to show
+# W006 asks for the client address in the lockout key; see above for why it is the username alone here.
+SILENCED_SYSTEM_CHECKS = ["axes.W006"]
+# Optional second factor: when on, staff must also give a code from a TOTP device (an authenticator app) at
+# login. Enrol a device first with `manage.py totpdevice USERNAME`, then turn this on.
+ADMIN_OTP_REQUIRED = env.bool("ADMIN_OTP_REQUIRED", default=False)
+OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="Image Credits admin")
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True  # the device admin never shows a device's secret key again
 
 # --- Payments -------------------------------------------------------------------------------------------
 STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")

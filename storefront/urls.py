@@ -1,5 +1,6 @@
 """URL map. Public paths are an interface (see DESIGN.md): keep them exactly."""
 
+from django.conf import settings
 from django.contrib import admin
 from django.urls import path
 
@@ -14,5 +15,6 @@ urlpatterns = [
     path("checkout/test/<str:session_id>/", views.checkout_test, name="checkout_test"),
     path("stripe/webhook/", views.stripe_webhook, name="stripe_webhook"),
     path("healthz", views.healthz, name="healthz"),
-    path("admin/", admin.site.urls),
+    # ADMIN_URL (default "admin/") keeps the operators' pages off the well-known path when set.
+    path(settings.ADMIN_URL, admin.site.urls),
 ]

@@ -1,0 +1,259 @@
+"""Money at a glance: the dashboard's figures against a seeded history whose totals are known, its daily charts,
+its CSV exports (codes masked, formulas defused), and its permission.
+
+The history is made through the real services (checkout orders, vouchers, redeems, grants, generations, refunds)
+and then moved to known days, so each figure below is worked out by hand in the comments.
+"""
+
+import csv
+import io
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.urls import reverse
+
+from discordbot.models import Generation
+from discordbot.services import generation_fail_and_refund, generation_reserve, generation_start, generation_succeed
+from storefront.models import Order
+from storefront.services import order_refund
+from tests.storefront.conftest import make_order, make_pack
+from vouchers import services
+from vouchers.codes import mask_code
+from vouchers.models import LedgerEntry, Voucher
+
+pytestmark = pytest.mark.django_db
+
+DASHBOARD = reverse("admin:dashboard")
+NOVEMBER = {"start": "2026-11-01", "end": "2026-11-30"}
+ALICE, BOB, CAROL = 900_000_000_000_000_001, 900_000_000_000_000_002, 900_000_000_000_000_003
+
+
+def at(day: str, hour: int = 12) -> datetime:
+    return datetime.fromisoformat(day).replace(hour=hour, tzinfo=UTC)
+
+
+def paid_order(*, credits: int, cents: int, currency: str = "usd", paid: str, pi: str) -> Order:
+    pack = make_pack(name=f"{credits} pack", credits=credits, price_cents=cents, currency=currency)
+    order = make_order(pack=pack, status="paid", payment_intent_id=pi, email=f"{pi}@example.com")
+    Order.objects.filter(pk=order.pk).update(created_at=at(paid) - timedelta(minutes=5), paid_at=at(paid))
+    services.voucher_issue(credits=credits, order=order, note=f"Order #{order.pk}")
+    return Order.objects.get(pk=order.pk)
+
+
+def redeem(order_or_voucher, member: int, day: str) -> None:
+    voucher = order_or_voucher if isinstance(order_or_voucher, Voucher) else order_or_voucher.voucher
+    services.voucher_redeem(code=voucher.code, discord_user_id=member)
+    LedgerEntry.objects.filter(voucher=voucher, kind="redeem").update(created_at=at(day))
+
+
+def refund(order: Order, day: str) -> None:
+    order_refund(payment_intent_id=order.payment_intent_id, fully_refunded=True)
+    Voucher.objects.filter(order=order).update(refunded_at=at(day))
+    LedgerEntry.objects.filter(voucher__order=order, kind="clawback").update(created_at=at(day))
+
+
+def generation(member: int, day: str, *, size: str, quality: str, delivered: bool = True, prompt: str = "a cat"):
+    gid = generation_reserve(discord_user_id=member, prompt=prompt, size=size, quality=quality).generation_id
+    generation_start(generation_id=gid)
+    if delivered:
+        generation_succeed(generation_id=gid, message_id=gid)
+    else:
+        generation_fail_and_refund(generation_id=gid, error="moderation_blocked")
+    Generation.objects.filter(pk=gid).update(created_at=at(day))
+    LedgerEntry.objects.filter(generation_id=gid).update(created_at=at(day, 13))
+    return gid
+
+
+@pytest.fixture
+def history(db):
+    """November 2026, with a few things just outside it. Expected figures are in `test_figures_*`."""
+    a = paid_order(credits=150, cents=1200, paid="2026-11-03", pi="pi_a")
+    b = paid_order(credits=50, cents=500, paid="2026-11-10", pi="pi_b")
+    c = paid_order(credits=100, cents=900, currency="eur", paid="2026-11-20", pi="pi_c")
+    d = paid_order(credits=400, cents=2800, paid="2026-10-31", pi="pi_d")  # paid before, refunded inside
+    f = paid_order(credits=150, cents=1200, paid="2026-12-01", pi="pi_f")  # after the period
+    pending = make_order(pack=a.pack, email="pending@example.com")
+    Order.objects.filter(pk=pending.pk).update(created_at=at("2026-11-21"))
+
+    redeem(a, ALICE, "2026-11-04")  # sold 150
+    gift = services.voucher_issue(credits=20, note="giveaway")
+    redeem(gift, ALICE, "2026-11-05")  # given 20
+    services.voucher_issue(credits=30, note="not yet redeemed")
+    services.credits_grant(discord_user_id=ALICE, amount=7, memo="outage")
+    LedgerEntry.objects.filter(kind="grant").update(created_at=at("2026-11-06"))  # granted 7
+
+    generation(ALICE, "2026-11-04", size="1024x1024", quality="medium")  # 1
+    generation(ALICE, "2026-11-04", size="1024x1024", quality="medium")  # 1
+    generation(ALICE, "2026-11-15", size="1024x1024", quality="medium", prompt="=HYPERLINK(1)")  # 1
+    generation(ALICE, "2026-11-15", size="1536x1024", quality="high")  # 4
+    generation(ALICE, "2026-11-16", size="1536x1024", quality="medium", delivered=False)  # 2, refunded
+
+    redeem(b, BOB, "2026-11-10")  # sold 50
+    generation(BOB, "2026-11-11", size="1024x1536", quality="medium")  # 2
+    refund(b, "2026-11-12")  # Bob has 48 left: clawed back 48
+    refund(d, "2026-11-02")  # unredeemed: voided, no clawback
+
+    services.credits_grant(discord_user_id=CAROL, amount=100, memo="after the period")
+    LedgerEntry.objects.filter(account__discord_user_id=CAROL).update(created_at=at("2026-12-01"))
+    return {"a": a, "b": b, "c": c, "d": d, "f": f, "gift": gift}
+
+
+def dashboard(client, **params):
+    response = client.get(DASHBOARD, params or NOVEMBER)
+    assert response.status_code == 200
+    return response
+
+
+def test_figures_for_money(operator, history):
+    rows = {r["currency"]: r for r in dashboard(operator).context["revenue_rows"]}
+
+    # USD: paid in November a ($12) and b ($5); refunds arriving in November: b ($5) and d ($28, paid in October).
+    assert rows["USD"]["paid_orders"] == 2 and rows["USD"]["revenue"] == "$17.00"
+    assert rows["USD"]["refunded_orders"] == 2 and rows["USD"]["refunds"] == "$33.00"
+    assert rows["USD"]["net"] == "-$16.00"
+    assert (rows["EUR"]["paid_orders"], rows["EUR"]["revenue"], rows["EUR"]["net"]) == (1, "€9.00", "€9.00")
+    assert set(rows) == {"USD", "EUR"}
+
+
+def test_figures_for_credits(operator, history, assert_audit_clean):
+    credits = dashboard(operator).context["credits"]
+
+    assert (credits.sold, credits.gifted, credits.granted) == (150 + 50, 20, 7)
+    assert credits.charged == 1 + 1 + 1 + 4 + 2 + 2
+    assert credits.refunded == 2
+    assert credits.spent == 9
+    assert credits.clawed_back == 48
+    # Now, whatever the period: Alice 150+20+7-(1+1+1+4+2)+2 = 170, Bob 0, Carol 100; vouchers c, f and the 30.
+    assert credits.outstanding == 270
+    assert credits.unredeemed == 100 + 150 + 30
+    kinds = {k.kind: (k.entries, k.credits) for k in credits.by_kind}
+    assert kinds == {"redeem": (3, 220), "grant": (1, 7), "generate": (6, -11), "refund": (1, 2), "clawback": (1, -48)}
+    assert_audit_clean()
+
+
+def test_figures_for_images(operator, history):
+    images = dashboard(operator).context["images"]
+
+    assert (images.requested, images.delivered, images.delivered_credits) == (6, 5, 1 + 1 + 1 + 4 + 2)
+    assert images.by_status == {"succeeded": 5, "refunded": 1}
+    assert images.by_size_quality == [("1024x1024", "medium", 3), ("1024x1536", "medium", 1), ("1536x1024", "high", 1)]
+
+
+def test_a_shorter_period_counts_only_its_days(operator, history):
+    response = dashboard(operator, start="2026-11-04", end="2026-11-04")
+
+    assert response.context["credits"].sold == 150
+    assert response.context["credits"].charged == 2
+    assert response.context["images"].delivered == 2
+    assert response.context["revenue_rows"] == []
+
+
+def test_daily_charts_are_inline_svg_with_a_bar_per_day(operator, history):
+    html = dashboard(operator).content.decode()
+
+    assert html.count('<figure class="chart"><svg') == 4  # revenue in USD, in EUR, credits spent, images delivered
+    assert "<title>2026-11-03: $12.00</title>" in html and "<title>2026-11-10: $5.00</title>" in html
+    assert "<title>2026-11-04: 2</title>" in html  # two images (and two credits) that day
+    assert "<title>2026-11-16: 0</title>" in html  # the refunded request cost nothing net
+    assert html.count('<rect class="bar"') == 4 * 30
+    assert "cdn" not in html.lower() and '<script src="http' not in html
+
+
+def test_default_period_is_the_last_30_days(operator, db):
+    response = operator.get(DASHBOARD)
+
+    period = response.context["period"]
+    today = datetime.now(UTC).date()
+    assert (period.first, period.last) == (today - timedelta(days=29), today)
+
+
+def test_a_period_that_ends_before_it_starts_is_refused_plainly(operator, db):
+    response = operator.get(DASHBOARD, {"start": "2026-11-30", "end": "2026-11-01"})
+
+    assert response.status_code == 200
+    assert "must start on or before" in response.content.decode()
+    assert (
+        operator.get(
+            reverse("admin:dashboard_export", args=["orders"]), {"start": "2026-11-30", "end": "2026-11-01"}
+        ).status_code
+        == 400
+    )
+
+
+# --- CSV exports ----------------------------------------------------------------------------------------------
+
+
+def export(client, kind: str, **params) -> list[dict[str, str]]:
+    response = client.get(reverse("admin:dashboard_export", args=[kind]), params or NOVEMBER)
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/csv"
+    body = b"".join(response.streaming_content).decode()
+    return list(csv.DictReader(io.StringIO(body)))
+
+
+def test_orders_export_has_the_orders_created_in_the_period(operator, history):
+    rows = export(operator, "orders")
+
+    assert sorted(r["payment_intent_id"] for r in rows) == ["", "pi_a", "pi_b", "pi_c"]
+    a = next(r for r in rows if r["payment_intent_id"] == "pi_a")
+    assert (a["amount_cents"], a["currency"], a["status"]) == ("1200", "usd", "paid")
+    assert a["voucher_code"] == history["a"].voucher.code  # the operator is a superuser: may see codes
+
+
+def test_ledger_export_matches_the_dashboard(operator, history):
+    rows = export(operator, "ledger")
+
+    assert sum(int(r["delta"]) for r in rows) == 220 + 7 - 11 + 2 - 48
+    assert {r["kind"] for r in rows} == {"redeem", "grant", "generate", "refund", "clawback"}
+
+
+def test_generations_export_defuses_spreadsheet_formulas(operator, history):
+    rows = export(operator, "generations")
+
+    assert len(rows) == 6
+    assert "'=HYPERLINK(1)" in {r["prompt"] for r in rows}
+    assert {r["status"] for r in rows} == {"succeeded", "refunded"}
+
+
+def test_exports_mask_codes_and_session_ids_without_see_codes(staff_login, history):
+    Order.objects.filter(pk=history["a"].pk).update(stripe_session_id="cs_test_a1b2c3d4e5f6g7h8i9")
+    viewer = staff_login("storefront.view_dashboard")
+    code = history["a"].voucher.code
+
+    orders = export(viewer, "orders")
+    ledger = export(viewer, "ledger")
+
+    a = next(r for r in orders if r["payment_intent_id"] == "pi_a")
+    assert a["voucher_code"] == mask_code(code)
+    assert "a1b2c3d4e5f6g7h8" not in a["stripe_session_id"]
+    assert all(code not in ",".join(r.values()) for r in ledger)
+    assert any(mask_code(code) in r["memo"] for r in ledger)
+
+
+def test_unknown_export_is_not_found(operator, db):
+    assert operator.get(reverse("admin:dashboard_export", args=["users"])).status_code == 404
+
+
+# --- permission ---------------------------------------------------------------------------------------------------
+
+
+def test_staff_without_the_dashboard_permission_get_403_and_no_link(staff_login, history):
+    viewer = staff_login("storefront.view_order", "vouchers.view_ledgerentry", "discordbot.view_generation")
+
+    assert viewer.get(DASHBOARD).status_code == 403
+    for kind in ["orders", "ledger", "generations"]:
+        assert viewer.get(reverse("admin:dashboard_export", args=[kind]), NOVEMBER).status_code == 403
+    assert DASHBOARD not in viewer.get(reverse("admin:index")).content.decode()
+
+
+def test_the_dashboard_permission_opens_the_page_and_its_link(staff_login, history):
+    viewer = staff_login("storefront.view_dashboard")
+
+    assert dashboard(viewer).context["credits"].sold == 200
+    assert DASHBOARD in viewer.get(reverse("admin:index")).content.decode()
+
+
+def test_anonymous_visitors_are_sent_to_the_login(client, db):
+    response = client.get(DASHBOARD)
+
+    assert response.status_code == 302 and "/login/" in response["Location"]
