@@ -42,7 +42,8 @@ class ShopAdminSite(admin.AdminSite):
 
     @property
     def login_template(self) -> str | None:  # type: ignore[override]
-        return "admin/login_otp.html" if otp_required() else None
+        # django-otp's admin login page: username, password, then the device and its code.
+        return "otp/admin111/login.html" if otp_required() else None
 
     def has_permission(self, request: HttpRequest) -> bool:
         if not super().has_permission(request):
