@@ -8,9 +8,17 @@ from datetime import timedelta
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html
 
 from discordbot.models import Generation
 from vouchers.admin_base import ReadOnlyAdmin
+
+
+def discord_message_url(*, guild_id: int | None, channel_id: int | None, message_id: int | None) -> str | None:
+    """The message's link in Discord. A guild channel's link needs the guild id; without it there is none."""
+    if not (guild_id and channel_id and message_id):
+        return None
+    return f"https://discord.com/channels/{guild_id}/{channel_id}/{message_id}"
 
 
 def _seconds(delta: timedelta | None) -> str:
@@ -48,6 +56,7 @@ class GenerationAdmin(ReadOnlyAdmin):
         "interaction_id",
         "channel_id",
         "message_id",
+        "discord_message",
         "created_at",
         "started_at",
         "finished_at",
@@ -66,6 +75,19 @@ class GenerationAdmin(ReadOnlyAdmin):
     @admin.display(description="prompt")
     def short_prompt(self, obj: Generation) -> str:
         return obj.prompt if len(obj.prompt) <= 60 else obj.prompt[:59] + "\N{HORIZONTAL ELLIPSIS}"
+
+    @admin.display(description="in Discord")
+    def discord_message(self, obj: Generation) -> str:
+        # Generations record the channel and message but not the guild (server), which a link to a message in a
+        # server needs; `guild_id` is read here when the model has it.
+        url = discord_message_url(
+            guild_id=getattr(obj, "guild_id", None), channel_id=obj.channel_id, message_id=obj.message_id
+        )
+        if url:
+            return format_html('<a href="{}" target="_blank" rel="noopener noreferrer">Open the message</a>', url)
+        if obj.message_id:
+            return "– (no link: the guild id is not recorded)"
+        return "– (no message: not delivered)"
 
     @admin.display(description="waited")
     def waited(self, obj: Generation) -> str:

@@ -1,13 +1,45 @@
-"""Operator pages for the shop. Packs are editable; orders and Stripe events are history, so read-only."""
+"""Operator pages for the shop. Packs are editable; orders and Stripe events are history, so read-only.
 
-from django.contrib import admin
+Corrections on an order each need their own permission: resending the voucher email
+(`storefront.resend_voucher_email`) now; refunding (`storefront.refund_order`) arrives with the refund service.
+Each order links to its payment in Stripe's dashboard. Codes and Checkout Session ids (which open the page that
+shows the voucher) are masked for users without `vouchers.see_voucher_code`.
+"""
+
+import logging
+
+from django.conf import settings
+from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.urls import NoReverseMatch, reverse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, path, reverse
 from django.utils.html import format_html
 
 from storefront.models import CreditPack, Order, StripeEvent
-from vouchers.admin_base import ReadOnlyAdmin
+from storefront.services import voucher_email_send
+from vouchers.admin import ReasonForm
+from vouchers.admin_base import GuardedAdmin, ReadOnlyAdmin, column, require_perm, shown_code, shown_secret
+from vouchers.models import Voucher
+
+logger = logging.getLogger(__name__)
+
+RESEND = "storefront.resend_voucher_email"
+REFUND = "storefront.refund_order"  # defined now; the admin refund arrives with the refund service (issue 10)
+
+
+def stripe_payment_url(payment_intent_id: str) -> str | None:
+    """The payment's page in Stripe's dashboard, in test or live mode as the secret key says; None when there
+    is no Stripe payment (test-mode backend, unpaid order, unknown key)."""
+    if settings.PAYMENTS_BACKEND != "stripe" or not payment_intent_id.startswith("pi_"):
+        return None
+    key = settings.STRIPE_SECRET_KEY
+    if key.startswith(("sk_test_", "rk_test_")):
+        return f"https://dashboard.stripe.com/test/payments/{payment_intent_id}"
+    if key.startswith(("sk_live_", "rk_live_")):
+        return f"https://dashboard.stripe.com/payments/{payment_intent_id}"
+    return None
 
 
 @admin.register(CreditPack)
@@ -28,60 +60,78 @@ class CreditPackAdmin(admin.ModelAdmin):
 
 
 @admin.register(Order)
-class OrderAdmin(ReadOnlyAdmin):
-    list_display = (
-        "id",
-        "created_at",
-        "status",
-        "pack",
-        "credits",
-        "amount",
-        "email",
-        "discord_user_id",
-        "voucher_code",
-    )
+class OrderAdmin(GuardedAdmin, ReadOnlyAdmin):
     list_filter = ("status", "pack")
     list_select_related = ("pack", "voucher")
     date_hierarchy = "created_at"
     search_fields = ("email", "stripe_session_id", "payment_intent_id", "=discord_user_id", "voucher__code")
-    fields = (
-        "status",
-        "pack",
-        "credits",
-        "amount",
-        "voucher_link",
-        "voucher_status",
-        "email",
-        "discord_user_id",
-        "stripe_session_id",
-        "payment_intent_id",
-        "created_at",
-        "paid_at",
-        "updated_at",
-    )
+    code_search_fields = ("stripe_session_id", "voucher__code")
+    exact_code_lookups = ("voucher__code",)
+    exact_secret_lookups = ("stripe_session_id",)
+
+    def get_list_display(self, request: HttpRequest):
+        return (
+            "id",
+            "created_at",
+            "status",
+            "pack",
+            "credits",
+            "amount",
+            "email",
+            "discord_user_id",
+            column(request, "voucher", lambda o: self._code(request, o), css="voucher_code"),
+        )
+
+    def _code(self, request: HttpRequest, order: Order) -> str:
+        voucher = getattr(order, "voucher", None)
+        return shown_code(request, voucher.code if voucher else None)
+
+    def get_fields(self, request: HttpRequest, obj=None):
+        return (
+            "status",
+            "pack",
+            "credits",
+            "amount",
+            column(request, "voucher", lambda o: self._voucher_link(request, o), css="voucher_link"),
+            "voucher_status",
+            "email",
+            "discord_user_id",
+            column(request, "Checkout Session", lambda o: shown_secret(request, o.stripe_session_id), css="session"),
+            "payment_intent_id",
+            "stripe_link",
+            "created_at",
+            "paid_at",
+            "updated_at",
+        )
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None):
+        return self.get_fields(request, obj)
+
+    def get_fieldsets(self, request: HttpRequest, obj=None):
+        return [(None, {"fields": self.get_fields(request, obj)})]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Order]:
         return super().get_queryset(request).select_related("pack", "voucher")
+
+    def has_resend_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(RESEND)
+
+    def has_refund_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(REFUND)
 
     @admin.display(description="amount", ordering="amount_cents")
     def amount(self, order: Order) -> str:
         return order.amount_display
 
-    @admin.display(description="voucher")
-    def voucher_code(self, order: Order) -> str:
-        voucher = getattr(order, "voucher", None)
-        return voucher.code if voucher else "–"
-
-    @admin.display(description="voucher")
-    def voucher_link(self, order: Order) -> str:
+    def _voucher_link(self, request: HttpRequest, order: Order) -> str:
         voucher = getattr(order, "voucher", None)
         if voucher is None:
             return "– (none: not paid)"
         try:
             url = reverse("admin:vouchers_voucher_change", args=[voucher.pk])
         except NoReverseMatch:
-            return voucher.code
-        return format_html('<a href="{}">{}</a>', url, voucher.code)
+            return shown_code(request, voucher.code)
+        return format_html('<a href="{}">{}</a>', url, shown_code(request, voucher.code))
 
     @admin.display(description="voucher status")
     def voucher_status(self, order: Order) -> str:
@@ -90,6 +140,67 @@ class OrderAdmin(ReadOnlyAdmin):
             return "–"
         text = voucher.get_status_display()
         return f"{text}, payment refunded" if voucher.refunded_at else text
+
+    @admin.display(description="payment in Stripe")
+    def stripe_link(self, order: Order) -> str:
+        url = stripe_payment_url(order.payment_intent_id)
+        if url is None:
+            return "– (no Stripe payment)"
+        mode = "test mode" if "/test/" in url else "live"
+        return format_html('<a href="{}" target="_blank" rel="noopener noreferrer">Open in Stripe ({})</a>', url, mode)
+
+    # --- corrections ---------------------------------------------------------------------------------------
+
+    def get_urls(self):
+        return [
+            path(
+                "<path:object_id>/resend-email/",
+                self.admin_site.admin_view(self.resend_email_view),
+                name="storefront_order_resend_email",
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        extra_context = {**(extra_context or {}), "can_resend": self.has_resend_permission(request)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def resend_email_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Send the buyer their voucher email again: asks why, sends (no transaction open), logs who and why."""
+        require_perm(request, RESEND)
+        order = get_object_or_404(self.get_queryset(request), pk=object_id if object_id.isdigit() else None)
+        back = HttpResponseRedirect(reverse("admin:storefront_order_change", args=[order.pk]))
+        voucher = Voucher.objects.filter(order=order).first()
+        if voucher is None or not order.email:
+            why = "it has no voucher (not paid)" if voucher is None else "it has no email address"
+            self.message_user(request, f"Order #{order.pk}: nothing to resend, {why}.", messages.ERROR)
+            return back
+        if voucher.status == Voucher.Status.VOID:
+            self.message_user(request, f"Order #{order.pk}: its voucher is void; nothing to resend.", messages.ERROR)
+            return back
+        form = ReasonForm(request.POST if request.method == "POST" else None)
+        if not form.is_valid():
+            return TemplateResponse(
+                request,
+                "admin/storefront/order/resend_email.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "title": f"Resend the voucher email of order #{order.pk}",
+                    "order": order,
+                    "form": form,
+                    "opts": self.model._meta,
+                },
+            )
+        try:
+            voucher_email_send(order_id=order.pk)
+        except Exception:  # SMTP refusals, timeouts: tell the operator, keep the details in the log
+            logger.exception("Resending the voucher email of order %s failed.", order.pk)
+            self.message_user(request, f"Order #{order.pk}: the email could not be sent; try again.", messages.ERROR)
+            return back
+        reason = form.cleaned_data["memo"]
+        self.log_change(request, order, f"Voucher email resent to {order.email}: {reason}")
+        self.message_user(request, f"Voucher email resent to {order.email}.", messages.SUCCESS)
+        return back
 
 
 @admin.register(StripeEvent)

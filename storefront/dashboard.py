@@ -20,7 +20,7 @@ from storefront import charts
 from storefront import selectors as shop_selectors
 from storefront.money import format_money
 from vouchers import selectors as credit_selectors
-from vouchers.admin_base import can_see_codes, require_perm
+from vouchers.admin_base import can_see_codes, mask_secret, require_perm
 from vouchers.codes import mask_code, mask_codes_in
 
 VIEW_DASHBOARD = "storefront.view_dashboard"
@@ -195,11 +195,6 @@ def _generations(request: HttpRequest, period: Period):
 
 
 EXPORTS = {"orders": _orders, "ledger": _ledger, "generations": _generations}
-
-
-def mask_secret(value: str) -> str:
-    """A Checkout Session id opens its success page, which shows the voucher: masked like a code."""
-    return f"{value[:8]}\N{HORIZONTAL ELLIPSIS}{value[-4:]}" if len(value) > 16 else ("\N{BULLET}" * len(value))
 
 
 class _Echo:

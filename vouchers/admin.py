@@ -101,8 +101,10 @@ class VoucherAdmin(GuardedAdmin):
         "order__stripe_session_id",
         "note",
     ]
-    code_search_fields = ("code",)
+    # A Checkout Session id opens the success page, which shows the code: as secret as the code itself.
+    code_search_fields = ("code", "order__stripe_session_id")
     exact_code_lookups = ("code",)
+    exact_secret_lookups = ("order__stripe_session_id",)
     actions = ["void_vouchers"]
     list_select_related = ["redeemed_by", "order"]
 

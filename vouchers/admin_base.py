@@ -40,6 +40,19 @@ def shown_text(request: HttpRequest, text: str) -> str:
     return text if can_see_codes(request) else mask_codes_in(text)
 
 
+def mask_secret(value: str) -> str:
+    """An id as secret as a code (a Checkout Session id opens the page that shows its voucher): ends only."""
+    if len(value) <= 16:
+        return "\N{BULLET}" * len(value)
+    return f"{value[:8]}\N{HORIZONTAL ELLIPSIS}{value[-4:]}"
+
+
+def shown_secret(request: HttpRequest, value: str | None) -> str:
+    if not value:
+        return "\N{EN DASH}"
+    return value if can_see_codes(request) else mask_secret(value)
+
+
 def column(
     request: HttpRequest, description: str, func: Callable, *, ordering: str | None = None, css: str = ""
 ) -> Callable:
@@ -88,6 +101,8 @@ class GuardedAdmin(admin.ModelAdmin):
     code_search_fields: tuple[str, ...] = ()
     # The lookups that hold a voucher's code exactly; a whole code typed by anyone finds its rows through these.
     exact_code_lookups: tuple[str, ...] = ()
+    # Other secrets found only by their exact value for those who may not see codes (a Checkout Session id).
+    exact_secret_lookups: tuple[str, ...] = ()
 
     def changelist_view(self, request: HttpRequest, extra_context=None):
         if request.method == "POST":
@@ -106,10 +121,15 @@ class GuardedAdmin(admin.ModelAdmin):
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):
         found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
-        canonical = normalize_code(search_term)
-        if canonical and self.exact_code_lookups:
-            match = Q()
+        term = search_term.strip()
+        canonical = normalize_code(term)
+        match = Q()
+        if canonical:
             for lookup in self.exact_code_lookups:
                 match |= Q(**{lookup: canonical})
+        if term:
+            for lookup in self.exact_secret_lookups:
+                match |= Q(**{lookup: term})
+        if match:
             found = found | queryset.filter(match)
         return found, may_have_duplicates
