@@ -11,7 +11,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from discordbot.models import Generation
-from vouchers.admin_base import ReadOnlyAdmin
+from vouchers.admin_base import ReadOnlyAdmin, moment
 
 
 def discord_message_url(*, guild_id: int | None, channel_id: int | None, message_id: int | None) -> str | None:
@@ -29,7 +29,7 @@ def _seconds(delta: timedelta | None) -> str:
 class GenerationAdmin(ReadOnlyAdmin):
     list_display = [
         "id",
-        "created_at",
+        moment("created_at"),
         "member",
         "status",
         "short_prompt",

@@ -20,7 +20,7 @@ from django.utils.html import format_html
 from storefront.models import CreditPack, Order, StripeEvent
 from storefront.services import voucher_email_send
 from vouchers.admin import ReasonForm
-from vouchers.admin_base import GuardedAdmin, ReadOnlyAdmin, column, require_perm, shown_code, shown_secret
+from vouchers.admin_base import GuardedAdmin, ReadOnlyAdmin, column, moment, require_perm, shown_code, shown_secret
 from vouchers.models import Voucher
 
 logger = logging.getLogger(__name__)
@@ -72,13 +72,13 @@ class OrderAdmin(GuardedAdmin, ReadOnlyAdmin):
     def get_list_display(self, request: HttpRequest):
         return (
             "id",
-            "created_at",
+            moment("created_at"),
             "status",
-            "pack",
+            column(request, "pack", lambda o: o.pack.name, ordering="pack__name"),
             "credits",
             "amount",
             "email",
-            "discord_user_id",
+            column(request, "Discord user", lambda o: o.discord_user_id or "\N{EN DASH}", css="discord_user_id"),
             column(request, "voucher", lambda o: self._code(request, o), css="voucher_code"),
         )
 
@@ -205,7 +205,7 @@ class OrderAdmin(GuardedAdmin, ReadOnlyAdmin):
 
 @admin.register(StripeEvent)
 class StripeEventAdmin(ReadOnlyAdmin):
-    list_display = ("event_id", "type", "received_at", "processed_at", "attempts", "has_error")
+    list_display = ("event_id", "type", moment("received_at"), moment("processed_at"), "attempts", "has_error")
     list_filter = ("type", ("processed_at", admin.EmptyFieldListFilter))
     search_fields = ("=event_id", "type")
     date_hierarchy = "received_at"

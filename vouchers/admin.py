@@ -18,6 +18,8 @@ from vouchers.admin_base import (
     GuardedAdmin,
     ReadOnlyAdmin,
     column,
+    member_id,
+    moment,
     require_perm,
     shown_code,
     shown_text,
@@ -113,11 +115,11 @@ class VoucherAdmin(GuardedAdmin):
             column(request, "code", lambda v: shown_code(request, v.code), ordering="code", css="code"),
             "credits",
             "status",
-            "redeemed_by",
-            "redeemed_at",
-            "order",
+            member_id("redeemed_by", "redeemed by"),
+            moment("redeemed_at", "redeemed"),
+            column(request, "order", lambda v: f"#{v.order_id}" if v.order_id else "\N{EN DASH}", ordering="order"),
             column(request, "note", lambda v: shown_text(request, v.note)),
-            "created_at",
+            moment("created_at"),
         ]
 
     def get_list_display_links(self, request, list_display):
@@ -259,7 +261,7 @@ class AccountGrantForm(forms.ModelForm):
 
 @admin.register(CreditAccount)
 class CreditAccountAdmin(GuardedAdmin):
-    list_display = ["discord_user_id", "balance", "created_at", "updated_at"]
+    list_display = ["discord_user_id", "balance", moment("created_at"), moment("updated_at", "last change")]
     search_fields = [
         "discord_user_id",
         "redeemed_vouchers__code",
@@ -361,7 +363,17 @@ class LedgerEntryAdmin(GuardedAdmin, ReadOnlyAdmin):
     list_select_related = ["account", "voucher", "generation"]
 
     def get_list_display(self, request: HttpRequest):
-        return ["created_at", "account", "kind", "delta", "voucher", "generation", self._memo(request)]
+        return [
+            moment("created_at", "when"),
+            member_id("account"),
+            "kind",
+            "delta",
+            column(
+                request, "voucher", lambda e: shown_code(request, e.voucher.code if e.voucher else None), css="code"
+            ),
+            column(request, "generation", lambda e: f"#{e.generation_id}" if e.generation_id else "\N{EN DASH}"),
+            self._memo(request),
+        ]
 
     def _memo(self, request: HttpRequest):
         return column(request, "memo", lambda e: shown_text(request, e.memo))

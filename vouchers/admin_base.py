@@ -12,6 +12,7 @@ from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 
 from vouchers.codes import mask_code, mask_codes_in, normalize_code
 
@@ -71,6 +72,36 @@ def column(
         func.__name__ = name
         cache[key] = func
     return cache[key]
+
+
+def moment(field: str, description: str | None = None) -> Callable:
+    """A list column showing a date and time compactly (`2026-11-16 13:05`, UTC), sortable, on one line."""
+
+    def show(obj) -> str:
+        value = getattr(obj, field)
+        return "\N{EN DASH}" if value is None else timezone.localtime(value).strftime("%Y-%m-%d %H:%M")
+
+    show.short_description = description or field.replace("_at", "").replace("_", " ")
+    show.admin_order_field = field
+    show.__name__ = field
+    return show
+
+
+def member_id(path: str, description: str = "Discord user") -> Callable:
+    """A list column with a member's Discord id (through `path`, e.g. "account"), sortable."""
+
+    def show(obj) -> str:
+        target = obj
+        for part in path.split("__"):
+            target = getattr(target, part, None)
+            if target is None:
+                return "\N{EN DASH}"
+        return str(target.discord_user_id)
+
+    show.short_description = description
+    show.admin_order_field = f"{path}__discord_user_id"
+    show.__name__ = "member"
+    return show
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
