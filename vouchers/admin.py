@@ -225,10 +225,15 @@ class LedgerEntryInline(admin.TabularInline):
             "created_at",
             "kind",
             "delta",
-            "voucher",
+            column(
+                request, "voucher", lambda e: shown_code(request, e.voucher.code if e.voucher else None), css="code"
+            ),
             "generation",
             column(request, "memo", lambda e: shown_text(request, e.memo)),
         ]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("voucher")
 
     def get_readonly_fields(self, request, obj=None):
         return self.get_fields(request, obj)
