@@ -43,7 +43,7 @@ def stripe_payment_url(payment_intent_id: str) -> str | None:
 
 
 @admin.register(CreditPack)
-class CreditPackAdmin(admin.ModelAdmin):
+class CreditPackAdmin(GuardedAdmin):
     list_display = ("name", "credits", "price", "per_image", "currency", "active", "sort_order")
     list_editable = ("active", "sort_order")
     list_filter = ("active",)
@@ -60,7 +60,7 @@ class CreditPackAdmin(admin.ModelAdmin):
 
 
 @admin.register(Order)
-class OrderAdmin(GuardedAdmin, ReadOnlyAdmin):
+class OrderAdmin(ReadOnlyAdmin):
     list_filter = ("status", "pack")
     list_select_related = ("pack", "voucher")
     date_hierarchy = "created_at"

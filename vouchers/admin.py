@@ -359,7 +359,7 @@ class CreditAccountAdmin(GuardedAdmin):
 
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(GuardedAdmin, ReadOnlyAdmin):
+class LedgerEntryAdmin(ReadOnlyAdmin):
     list_filter = ["kind", "created_at"]
     search_fields = ["account__discord_user_id", "voucher__code", "memo"]
     # A memo may hold a code ("Redeemed K7QH-..."), so a substring search of memos would reveal it too.

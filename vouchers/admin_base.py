@@ -104,20 +104,6 @@ def member_id(path: str, description: str = "Discord user") -> Callable:
     return show
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """History that must not change (orders, Stripe events, the ledger, generations): operators can look and
-    search, never add, edit or delete."""
-
-    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-
 class GuardedAdmin(admin.ModelAdmin):
     """Refuses (403) a POSTed action the user may not run, and hides code-revealing searches from those who may
     not see codes.
@@ -164,3 +150,17 @@ class GuardedAdmin(admin.ModelAdmin):
         if match:
             found = found | queryset.filter(match)
         return found, may_have_duplicates
+
+
+class ReadOnlyAdmin(GuardedAdmin):
+    """History that must not change (orders, Stripe events, the ledger, generations): operators can look and
+    search, never add, edit or delete."""
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False

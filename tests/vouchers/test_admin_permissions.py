@@ -286,3 +286,55 @@ def test_a_partial_code_finds_nothing_without_see_codes_but_the_whole_code_does(
     assert list(partial.context["cl"].result_list) == []
     assert list(whole.context["cl"].result_list) == [expected]
     assert list(seer.context["cl"].result_list) == [expected]
+
+
+# --- the permissions themselves, and the read-only history ---------------------------------------------------------
+
+
+def test_each_consequential_action_has_its_own_permission():
+    from django.contrib.auth.models import Permission
+
+    defined = set(
+        Permission.objects.filter(
+            codename__in=[
+                "issue_voucher",
+                "void_voucher",
+                "see_voucher_code",
+                "grant_credits",
+                "debit_credits",
+                "refund_order",
+                "resend_voucher_email",
+                "view_dashboard",
+            ]
+        ).values_list("content_type__app_label", "codename")
+    )
+    assert defined == {
+        ("vouchers", "issue_voucher"),
+        ("vouchers", "void_voucher"),
+        ("vouchers", "see_voucher_code"),
+        ("vouchers", "grant_credits"),
+        ("vouchers", "debit_credits"),
+        ("storefront", "refund_order"),
+        ("storefront", "resend_voucher_email"),
+        ("storefront", "view_dashboard"),
+    }
+
+
+@pytest.mark.parametrize(
+    "changelist, view_perm",
+    [
+        ("admin:vouchers_ledgerentry_changelist", "vouchers.view_ledgerentry"),
+        ("admin:storefront_order_changelist", "storefront.view_order"),
+        ("admin:storefront_stripeevent_changelist", "storefront.view_stripeevent"),
+        ("admin:discordbot_generation_changelist", "discordbot.view_generation"),
+        ("admin:storefront_creditpack_changelist", "storefront.view_creditpack"),
+    ],
+)
+def test_a_forged_delete_of_history_is_refused(staff_login, member, changelist, view_perm):
+    viewer = staff_login(view_perm)
+    entry = LedgerEntry.objects.get()
+
+    with nothing_written():
+        response = viewer.post(reverse(changelist), {"action": "delete_selected", "_selected_action": [entry.pk]})
+
+    assert response.status_code == 403
