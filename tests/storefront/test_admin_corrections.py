@@ -39,7 +39,7 @@ def change_url(order: Order) -> str:
 # --- resend the voucher email ----------------------------------------------------------------------------------
 
 
-def test_resend_with_the_permission_asks_why_then_sends_and_logs(staff_login, paid):
+def test_resend_with_the_permission_asks_why_then_sends_and_logs(staff_login, paid, assert_audit_clean):
     operator = staff_login("storefront.view_order", "storefront.resend_voucher_email")
     page = operator.get(change_url(paid)).content.decode()
     assert resend_url(paid) in page
@@ -56,6 +56,7 @@ def test_resend_with_the_permission_asks_why_then_sends_and_logs(staff_login, pa
     log = LogEntry.objects.get()
     assert (log.user.username, log.object_id) == ("staff1", str(paid.pk))
     assert log.change_message == "Voucher email resent to ada@example.com: buyer lost the email"
+    assert_audit_clean()
 
 
 def test_resend_without_a_reason_sends_nothing(staff_login, paid):

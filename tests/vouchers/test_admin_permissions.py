@@ -163,7 +163,7 @@ def test_grant_permission_grants_through_the_add_form_and_is_logged(staff_login,
     assert_audit_clean()
 
 
-def test_void_permission_voids_and_is_attributed(staff_login, paid_voucher):
+def test_void_permission_voids_and_is_attributed(staff_login, paid_voucher, assert_audit_clean):
     voider = staff_login(*VIEW_ONLY, "vouchers.void_voucher")
     assert offered_actions(voider.get(VOUCHERS)) == {"void_vouchers"}
 
@@ -180,6 +180,7 @@ def test_void_permission_voids_and_is_attributed(staff_login, paid_voucher):
     assert (log.user.username, log.object_id) == ("staff1", str(paid_voucher.pk))
     assert "chargeback" in log.change_message
     assert paid_voucher.code not in log.object_repr  # the log shows the masked code to everyone
+    assert_audit_clean()
 
 
 def test_void_without_a_reason_asks_again_and_writes_nothing(staff_login, paid_voucher):
@@ -194,7 +195,7 @@ def test_void_without_a_reason_asks_again_and_writes_nothing(staff_login, paid_v
     assert response.context["form"].errors["memo"]
 
 
-def test_issue_permission_issues_and_is_attributed(staff_login):
+def test_issue_permission_issues_and_is_attributed(staff_login, assert_audit_clean):
     issuer = staff_login(*VIEW_ONLY, "vouchers.issue_voucher")
 
     response = issuer.post(reverse("admin:vouchers_voucher_add"), {"credits": "20", "note": "stream giveaway"})
@@ -204,6 +205,7 @@ def test_issue_permission_issues_and_is_attributed(staff_login):
     assert (voucher.credits, voucher.note) == (20, "stream giveaway (by staff1)")
     log = LogEntry.objects.get()
     assert log.user.username == "staff1" and log.object_id == str(voucher.pk)
+    assert_audit_clean()
 
 
 def test_issuing_requires_a_reason(staff_login):
