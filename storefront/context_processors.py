@@ -1,0 +1,34 @@
+"""What every storefront page (and the error pages) knows about the shop: name, contact, Discord invite.
+
+Settings only, no database: the 500 page renders through this too, possibly while the database is down.
+"""
+
+from django.conf import settings
+from django.http import HttpRequest
+
+
+def support_link(contact: str) -> str:
+    """`mailto:` for an email address, the URL itself for a link, "" when no contact is set."""
+    contact = contact.strip()
+    if not contact:
+        return ""
+    if contact.startswith(("https://", "http://")):
+        return contact
+    if "@" in contact and " " not in contact:
+        return f"mailto:{contact}"
+    return ""
+
+
+def shop_context() -> dict[str, str]:
+    contact = settings.SUPPORT_CONTACT.strip()
+    return {
+        "shop_name": settings.SHOP_NAME,
+        "support_contact": contact,
+        "support_href": support_link(contact),
+        "discord_invite_url": settings.DISCORD_INVITE_URL,
+        "legal_entity": settings.LEGAL_ENTITY or settings.SHOP_NAME,
+    }
+
+
+def shop(request: HttpRequest) -> dict[str, str]:
+    return shop_context()
