@@ -46,7 +46,8 @@ def test_the_check_itself_refuses_a_parameter_stripe_does_not_have():
     with pytest.raises(AssertionError, match="requires"):
         assert_stripe_allows({"automatic_tax": {}}, stripe_params.SessionCreateParams)
     with pytest.raises(AssertionError, match=r"custom_text\.submit\.text"):
-        assert_stripe_allows({"custom_text": {"submit": {"text": "hi"}}}, stripe_params.SessionCreateParams)
+        unknown_nested = {"custom_text": {"submit": {"message": "hi", "text": "hi"}}}
+        assert_stripe_allows(unknown_nested, stripe_params.SessionCreateParams)
 
 
 def test_options_off_by_default_send_only_the_shops_text(client, fake_stripe, pack, settings):
