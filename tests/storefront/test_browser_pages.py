@@ -1,4 +1,5 @@
-"""Every page a buyer can reach, in real headless Chromium at desktop and phone widths, checked by axe-core.
+"""Every page a buyer can reach, in real headless Chromium at desktop and phone widths (and the phone in dark mode),
+checked by axe-core.
 
 axe-core (the `axe.min.js` that axe-playwright-python bundles) is injected into each page by Playwright and run
 with its default WCAG rules; a serious or critical violation fails the test with axe's own description of it.
@@ -25,7 +26,8 @@ from tests.storefront.test_browser import PHONE, _async_unsafe_allowed, browser 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 DESKTOP = {"viewport": {"width": 1280, "height": 800}}
-WIDTHS = {"desktop": DESKTOP, "phone": PHONE}
+# The site follows the system's colour scheme, so the dark palette gets its own contrast check.
+WIDTHS = {"desktop": DESKTOP, "phone": PHONE, "phone-dark": {**PHONE, "color_scheme": "dark"}}
 BLOCKING_IMPACTS = ("serious", "critical")
 
 
@@ -154,6 +156,11 @@ def test_every_page_is_accessible_at_desktop_and_phone_width(browser, live_serve
             expect(page.get_by_role("link", name=name, exact=True)).to_be_visible()
         expect(page.get_by_role("link", name="Discord server", exact=True)).to_be_visible()
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "scrolls sideways"
+        # Lazy images load when scrolled to; load them all, and check that every one really is a picture.
+        page.evaluate("document.querySelectorAll('img').forEach(img => { img.loading = 'eager'; })")
+        page.wait_for_function("[...document.images].every(img => img.complete)")
+        broken = page.evaluate("[...document.images].filter(img => !img.naturalWidth).map(img => img.src)")
+        assert not broken, broken
         page.screenshot(path=screenshot_path(f"a11y-{spec.name}-{width}"), full_page=True)
         violations = axe_blocking_violations(page)
         assert not violations, "\n".join(violations)
