@@ -6,6 +6,8 @@ Settings only, no database: the 500 page renders through this too, possibly whil
 from django.conf import settings
 from django.http import HttpRequest
 
+from vouchers.pricing import price_range
+
 
 def support_link(contact: str) -> str:
     """`mailto:` for an email address, the URL itself for a link, "" when no contact is set."""
@@ -19,9 +21,12 @@ def support_link(contact: str) -> str:
     return ""
 
 
-def shop_context() -> dict[str, str]:
+def shop_context() -> dict[str, object]:
     contact = settings.SUPPORT_CONTACT.strip()
+    cheapest, dearest = price_range()
     return {
+        "image_credits_min": cheapest,
+        "image_credits_max": dearest,
         "shop_name": settings.SHOP_NAME,
         "support_contact": contact,
         "support_href": support_link(contact),
@@ -30,5 +35,5 @@ def shop_context() -> dict[str, str]:
     }
 
 
-def shop(request: HttpRequest) -> dict[str, str]:
+def shop(request: HttpRequest) -> dict[str, object]:
     return shop_context()

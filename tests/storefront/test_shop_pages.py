@@ -372,3 +372,15 @@ def test_get_checkout_keeps_a_buy_link_and_its_confirmation(client):
     assert response.status_code == 303
     assert response["Location"].startswith("/?for=") and response["Location"].endswith("&confirmed=1")
     assert not Order.objects.exists()
+
+
+def test_check_deploy_warns_about_a_missing_contact_and_invite(settings):
+    from django.core.checks import run_checks
+
+    settings.SUPPORT_CONTACT, settings.DISCORD_INVITE_URL = "", ""
+    ids = {message.id for message in run_checks(include_deployment_checks=True)}
+    assert {"storefront.W001", "storefront.W002"} <= ids
+
+    settings.SUPPORT_CONTACT, settings.DISCORD_INVITE_URL = "help@pf.test", "https://discord.gg/pf"
+    ids = {message.id for message in run_checks(include_deployment_checks=True)}
+    assert not ids & {"storefront.W001", "storefront.W002"}
