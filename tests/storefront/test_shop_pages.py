@@ -384,3 +384,16 @@ def test_check_deploy_warns_about_a_missing_contact_and_invite(settings):
     settings.SUPPORT_CONTACT, settings.DISCORD_INVITE_URL = "help@pf.test", "https://discord.gg/pf"
     ids = {message.id for message in run_checks(include_deployment_checks=True)}
     assert not ids & {"storefront.W001", "storefront.W002"}
+
+
+def test_make_run_on_a_taken_port_says_which_port_to_try(settings):
+    import socket
+
+    from django.core.management.base import CommandError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(CommandError, match=rf"Port {port} is already in use\. .*make run PORT={port + 1}"):
+            call_command("rundev", f"127.0.0.1:{port}")
