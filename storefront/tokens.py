@@ -30,9 +30,15 @@ class BuyFor:
     name: str  # "Ada (@ada)"; "" for a token made before names were carried
 
 
+def _one_line(text: str) -> str:
+    """Whitespace (newlines included) collapsed to single spaces, control characters dropped: the name goes into
+    pages, an email subject and the admin."""
+    return " ".join("".join(ch for ch in text if ch.isprintable() or ch.isspace()).split())
+
+
 def discord_name_label(*, username: str, display_name: str = "") -> str:
     """How a member is named to a buyer: the display name and the unique @username, or just the @username."""
-    username, display_name = username.strip(), display_name.strip()
+    username, display_name = _one_line(username), _one_line(display_name)
     if not username:
         return display_name[:MAX_NAME_LENGTH]
     if display_name and display_name != username:
@@ -59,7 +65,7 @@ def buy_token_open(*, token: str, max_age: int = BUY_TOKEN_MAX_AGE_SECONDS) -> B
     if type(user_id) is not int or user_id <= 0:
         raise BuyTokenError("This purchase link is not valid. Run /buy in Discord for a new one.")
     name = data.get("name")
-    return BuyFor(discord_user_id=user_id, name=name[:MAX_NAME_LENGTH] if isinstance(name, str) else "")
+    return BuyFor(discord_user_id=user_id, name=_one_line(name)[:MAX_NAME_LENGTH] if isinstance(name, str) else "")
 
 
 def buy_token_read(*, token: str, max_age: int = BUY_TOKEN_MAX_AGE_SECONDS) -> int:

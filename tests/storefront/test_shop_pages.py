@@ -126,6 +126,9 @@ def test_discord_name_label():
     assert discord_name_label(username="ada", display_name="ada") == "@ada"
     assert discord_name_label(username="ada") == "@ada"
     assert len(discord_name_label(username="a" * 40, display_name="b" * 90)) == 100
+    assert discord_name_label(username="ada", display_name="Ada\r\nBcc: x@y\x00") == "Ada Bcc: x@y (@ada)"
+    token = buy_token_make(discord_user_id=1, discord_name="Ada\nSubject: hi")
+    assert buy_token_open(token=token).name == "Ada Subject: hi"  # one line, whoever made the token
 
 
 # --- receipt, invite, footer -------------------------------------------------------------------------------
