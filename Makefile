@@ -18,11 +18,17 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-# Serves the storefront on http://127.0.0.1:8000 (and the bot when DISCORD_TOKEN is set).
+# Where `make run` listens: `make run PORT=8001` when 8000 is taken (HOST=0.0.0.0 to reach it from elsewhere).
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+# Serves the storefront on http://$(HOST):$(PORT) (and the bot when DISCORD_TOKEN is set).
 # DEBUG defaults to on here so that, with no Stripe/OpenAI keys, the labelled test-mode backends are used.
+# An empty sample gallery gets placeholder images (real ones are uploaded in the admin).
 run: install
 	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py migrate --noinput
-	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py rundev
+	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py seedgallery --if-empty
+	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py rundev $(HOST):$(PORT)
 
 # The whole suite on SQLite; under CI=true, a second pass on PostgreSQL (which must then be reachable).
 test: install

@@ -6,8 +6,10 @@ Each order links to its payment in Stripe's dashboard. Codes and Checkout Sessio
 shows the voucher) are masked for users without `vouchers.see_voucher_code`.
 """
 
+import hashlib
 import logging
 
+from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -17,7 +19,8 @@ from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, path, reverse
 from django.utils.html import format_html
 
-from storefront.models import CreditPack, Order, StripeEvent
+from storefront.gallery import MAX_IMAGE_BYTES, sample_image_inspect
+from storefront.models import CreditPack, LegalPage, Order, SampleImage, StripeEvent
 from storefront.services import voucher_email_send
 from vouchers.admin import ReasonForm
 from vouchers.admin_base import GuardedAdmin, ReadOnlyAdmin, column, moment, require_perm, shown_code, shown_secret
@@ -214,3 +217,93 @@ class StripeEventAdmin(ReadOnlyAdmin):
     @admin.display(description="error", boolean=True)
     def has_error(self, event: StripeEvent) -> bool:
         return bool(event.error)
+
+
+# --- Legal pages and the sample gallery (issue 12) --------------------------------------------------------
+
+
+@admin.register(LegalPage)
+class LegalPageAdmin(admin.ModelAdmin):
+    """The seeded terms, privacy and refund pages: operators edit the wording; the three pages always exist."""
+
+    list_display = ("title", "kind", "updated_at", "view_on_site_link")
+    fields = ("kind", "title", "body", "updated_at")
+    readonly_fields = ("kind", "updated_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # seeded by a migration; one page per kind
+
+    def has_delete_permission(self, request: HttpRequest, obj: LegalPage | None = None) -> bool:
+        return False  # an empty body already falls back to the default wording
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        form.base_fields["body"].help_text = (
+            "Plain text. A blank line starts a paragraph, a line starting with '## ' is a heading, lines starting "
+            "with '- ' make a list. {shop_name}, {legal_entity}, {support_contact} and {site_url} are filled in "
+            "from the settings. Leave empty to show the default wording."
+        )
+        return form
+
+    @admin.display(description="page")
+    def view_on_site_link(self, page: LegalPage) -> str:
+        url = reverse(page.kind)
+        return format_html('<a href="{}">{}</a>', url, url)
+
+
+class SampleImageForm(forms.ModelForm):
+    """Upload a picture; its bytes, type, size and digest are filled in by `sample_image_inspect`."""
+
+    upload = forms.FileField(
+        required=False, help_text="PNG, JPEG, WebP or GIF, at most 5 MiB. Leave empty to keep the current image."
+    )
+
+    class Meta:
+        model = SampleImage
+        fields = ("prompt", "size", "quality", "active", "sort_order")
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        upload = cleaned.get("upload")
+        if upload is None and self.instance.pk is None:
+            raise forms.ValidationError({"upload": "Choose an image to upload."})
+        if upload is not None:
+            data = upload.read(MAX_IMAGE_BYTES + 1)
+            try:
+                content_type, width, height = sample_image_inspect(data=data)
+            except forms.ValidationError as exc:
+                raise forms.ValidationError({"upload": exc.messages}) from exc
+            self.instance.image = data
+            self.instance.content_type, self.instance.width, self.instance.height = content_type, width, height
+            self.instance.digest = hashlib.sha256(data).hexdigest()
+        return cleaned
+
+
+@admin.register(SampleImage)
+class SampleImageAdmin(admin.ModelAdmin):
+    form = SampleImageForm
+    list_display = ("thumbnail", "prompt", "size", "quality", "active", "sort_order")
+    list_display_links = ("thumbnail", "prompt")
+    list_editable = ("active", "sort_order")
+    list_filter = ("active",)
+    search_fields = ("prompt",)
+    readonly_fields = ("preview", "content_type", "width", "height", "created_at")
+
+    def get_fields(self, request: HttpRequest, obj: SampleImage | None = None) -> list[str]:
+        fields = ["upload", "prompt", "size", "quality", "active", "sort_order"]
+        return (["preview", *fields, "content_type", "width", "height", "created_at"]) if obj else fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[SampleImage]:
+        return super().get_queryset(request).defer("image")  # the list needs no image bytes
+
+    def _img(self, sample: SampleImage, height: int) -> str:
+        url = reverse("gallery_image", kwargs={"pk": sample.pk, "digest": sample.digest})
+        return format_html('<img src="{}" alt="" style="height: {}px; width: auto;">', url, height)
+
+    @admin.display(description="image")
+    def thumbnail(self, sample: SampleImage) -> str:
+        return self._img(sample, 48)
+
+    @admin.display(description="current image")
+    def preview(self, sample: SampleImage) -> str:
+        return self._img(sample, 200)

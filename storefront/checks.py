@@ -1,7 +1,7 @@
 """`manage.py check --deploy` refuses a production configuration that would use a test-mode backend."""
 
 from django.conf import settings
-from django.core.checks import Error, Tags, register
+from django.core.checks import Error, Tags, Warning, register
 
 
 @register(Tags.security, deploy=True)
@@ -40,3 +40,28 @@ def check_production_backends(app_configs, **kwargs) -> list[Error]:
             )
         )
     return errors
+
+
+@register(deploy=True)
+def check_shop_details(app_configs, **kwargs) -> list[Warning]:
+    """What a buyer (and Stripe's review) expects to find on a live shop: a way to reach a person, and Discord."""
+    from storefront.context_processors import support_link
+
+    warnings: list[Warning] = []
+    if not support_link(settings.SUPPORT_CONTACT):
+        warnings.append(
+            Warning(
+                "SUPPORT_CONTACT is empty or neither an email address nor an http(s) URL.",
+                hint="Stripe expects a contact on the site; pages, receipts and the legal pages show it.",
+                id="storefront.W001",
+            )
+        )
+    if not settings.DISCORD_INVITE_URL:
+        warnings.append(
+            Warning(
+                "DISCORD_INVITE_URL is empty: buyers who don't come from Discord can't find the bot's server.",
+                hint="Set it to an invite that does not expire (https://discord.gg/...).",
+                id="storefront.W002",
+            )
+        )
+    return warnings

@@ -53,6 +53,8 @@ class Order(models.Model):
     payment_intent_id = models.CharField(max_length=255, blank=True, db_index=True)
     email = models.EmailField(blank=True)
     discord_user_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    # How the `/buy` member was named when they asked for the link ("Ada (@ada)"), to say whom it credited.
+    discord_name = models.CharField(max_length=100, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -92,3 +94,53 @@ class StripeEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.event_id}"
+
+
+class LegalPage(models.Model):
+    """Terms, privacy and refund policy: sensible defaults (seeded), edited by the operator in the admin.
+
+    The body is plain text: a blank line starts a paragraph, `## ` a heading, `- ` a list item. The words
+    {shop_name}, {legal_entity}, {support_contact} and {site_url} are filled in from the settings when shown.
+    """
+
+    class Kind(models.TextChoices):
+        TERMS = "terms", "Terms of service"
+        PRIVACY = "privacy", "Privacy policy"
+        REFUNDS = "refunds", "Refund policy"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices, unique=True)
+    title = models.CharField(max_length=120)
+    body = models.TextField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["kind"]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class SampleImage(models.Model):
+    """An image in the home page's sample gallery, managed by the operator in the admin.
+
+    The picture is kept in the database, not on a disk: every web container (one host on SQLite, several
+    behind a load balancer on PostgreSQL) serves the same gallery with no shared file storage to set up.
+    """
+
+    prompt = models.CharField(max_length=300, help_text="The prompt that made it; also the image's alt text.")
+    size = models.CharField(max_length=16, blank=True, help_text="e.g. 1024x1024")
+    quality = models.CharField(max_length=16, blank=True, help_text="e.g. medium")
+    image = models.BinaryField()
+    content_type = models.CharField(max_length=32)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    digest = models.CharField(max_length=64, help_text="SHA-256 of the image, in its URL.")
+    active = models.BooleanField(default=True)
+    sort_order = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["sort_order", "pk"]
+
+    def __str__(self) -> str:
+        return self.prompt[:60]

@@ -81,6 +81,39 @@ def _stripe_client(api_key: str, api_base: str, timeout: float, retries: int) ->
     )
 
 
+def checkout_session_options(*, order: Order) -> dict[str, Any]:
+    """The operator's Checkout options (STRIPE_CHECKOUT_* settings) and the shop's text, as Session parameters.
+
+    Kept apart from the parameters that carry the order (amount, ids, metadata): these only change what the
+    buyer sees and what Stripe sends them. Every key is one stripe-python's `SessionCreateParams` types allow.
+    """
+    terms, refunds = f"{settings.SITE_URL}{reverse('terms')}", f"{settings.SITE_URL}{reverse('refunds')}"
+    where = "go straight to your Discord account" if order.discord_user_id else "come as a voucher code"
+    submit = f"Your {order.credits} image credits for {settings.SHOP_NAME} {where} as soon as the payment clears."
+    if settings.SUPPORT_CONTACT:
+        submit += f" Questions: {settings.SUPPORT_CONTACT}."
+    options: dict[str, Any] = {"custom_text": {"submit": {"message": submit[:1200]}}}
+    if settings.STRIPE_CHECKOUT_PROMOTION_CODES:
+        options["allow_promotion_codes"] = True
+    if settings.STRIPE_CHECKOUT_AUTOMATIC_TAX:
+        options["automatic_tax"] = {"enabled": True}
+    if settings.STRIPE_CHECKOUT_INVOICE:
+        invoice_data: dict[str, Any] = {
+            "description": f"{order.pack.name}: {order.credits} image credits (order #{order.pk})"[:500],
+            "metadata": {"order_id": str(order.pk)},
+        }
+        if settings.SUPPORT_CONTACT:
+            invoice_data["footer"] = f"Questions: {settings.SUPPORT_CONTACT}"[:5000]
+        options["invoice_creation"] = {"enabled": True, "invoice_data": invoice_data}
+    if settings.STRIPE_CHECKOUT_TERMS_CONSENT:
+        # Stripe also needs the terms URL in its dashboard (Settings > Public details) for this.
+        options["consent_collection"] = {"terms_of_service": "required"}
+        options["custom_text"]["terms_of_service_acceptance"] = {
+            "message": f"I agree to the [terms of service]({terms}) and the [refund policy]({refunds})."
+        }
+    return options
+
+
 class StripeBackend:
     """Stripe Checkout, in payment mode, with price data taken from the order."""
 
@@ -114,6 +147,7 @@ class StripeBackend:
             "payment_intent_data": {"metadata": {"order_id": str(order.pk)}},
             "success_url": success_url,
             "cancel_url": cancel_url,
+            **checkout_session_options(order=order),
         }
         try:
             session = self._client().v1.checkout.sessions.create(

@@ -26,10 +26,11 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
+from storefront.context_processors import shop_context
 from storefront.errors import CheckoutError
 from storefront.models import CreditPack, Order, StripeEvent
 from storefront.payments import CheckoutSession, TestModeBackend, payments_backend, payments_test_mode
-from storefront.tokens import BuyTokenError, buy_token_read
+from storefront.tokens import BuyTokenError, buy_token_open
 from vouchers.errors import VoucherError
 from vouchers.models import Voucher
 from vouchers.services import PaymentRefundOutcome, voucher_issue, voucher_payment_refunded, voucher_redeem
@@ -68,7 +69,7 @@ class Fulfilment:
 # --- Checkout -------------------------------------------------------------------------------------------
 
 
-def order_create(*, pack_id: object, discord_user_id: int | None = None) -> Order:
+def order_create(*, pack_id: object, discord_user_id: int | None = None, discord_name: str = "") -> Order:
     """A pending order for one active pack, with its credits and price copied as they are now."""
     pk = str(pack_id).strip() if pack_id is not None else ""
     pack = CreditPack.objects.filter(pk=int(pk), active=True).first() if pk.isdigit() and len(pk) < 19 else None
@@ -80,6 +81,7 @@ def order_create(*, pack_id: object, discord_user_id: int | None = None) -> Orde
         amount_cents=pack.price_cents,
         currency=pack.currency,
         discord_user_id=discord_user_id,
+        discord_name=discord_name if discord_user_id else "",
     )
 
 
@@ -103,13 +105,14 @@ def checkout_session_create(*, order: Order, buy_token: str = "") -> str:
 
 def checkout_start(*, pack_id: object, buy_token: str = "") -> CheckoutStart:
     """`POST /checkout/`: check the optional `/buy` token, create the order, then its Checkout Session."""
-    discord_user_id = None
+    discord_user_id, discord_name = None, ""
     if buy_token:
         try:
-            discord_user_id = buy_token_read(token=buy_token)
+            buy_for = buy_token_open(token=buy_token)
         except BuyTokenError as exc:
             raise CheckoutError(str(exc)) from exc
-    order = order_create(pack_id=pack_id, discord_user_id=discord_user_id)
+        discord_user_id, discord_name = buy_for.discord_user_id, buy_for.name
+    order = order_create(pack_id=pack_id, discord_user_id=discord_user_id, discord_name=discord_name)
     url = checkout_session_create(order=order, buy_token=buy_token)
     return CheckoutStart(order=order, url=url)
 
@@ -223,6 +226,8 @@ def voucher_email_send(*, order_id: int) -> bool:
         "success_url": f"{settings.SITE_URL}{reverse('checkout_success')}?"
         + urlencode({"session_id": order.stripe_session_id}),
         "site_url": settings.SITE_URL,
+        "legal_urls": {kind: f"{settings.SITE_URL}{reverse(kind)}" for kind in ("terms", "privacy", "refunds")},
+        **shop_context(),
     }
     subject = render_to_string("emails/voucher_subject.txt", context).strip()
     message = EmailMultiAlternatives(

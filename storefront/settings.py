@@ -57,6 +57,7 @@ MIDDLEWARE = [
     "django_otp.middleware.OTPMiddleware",  # request.user.is_verified() for the optional second factor
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "storefront.middleware.BrandedErrorMiddleware",
     "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into its 429 page
 ]
 
@@ -74,6 +75,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "storefront.context_processors.shop",
             ],
         },
     },
@@ -183,6 +185,30 @@ PAYMENTS_BACKEND = env.str("PAYMENTS_BACKEND", default="test" if DEBUG and not S
 # Bounds on each call to Stripe, so a slow or unreachable Stripe cannot hold a buyer's request for minutes.
 STRIPE_TIMEOUT_SECONDS = env.float("STRIPE_TIMEOUT_SECONDS", default=20)
 STRIPE_MAX_NETWORK_RETRIES = env.int("STRIPE_MAX_NETWORK_RETRIES", default=2)
+
+# --- The shop's public face ----------------------------------------------------------------------------
+# Shown in the header, page titles, emails and on Stripe Checkout.
+SHOP_NAME = env.str("SHOP_NAME", default="Image Credits")
+# How buyers reach a person: an email address or an https:// URL (a help page, a Discord channel link).
+# Stripe expects a contact on the site; pages, emails and the legal pages show it.
+SUPPORT_CONTACT = env.str("SUPPORT_CONTACT", default="")
+# An invite to the Discord server where the bot lives (https://discord.gg/...). Empty: no invite button.
+DISCORD_INVITE_URL = env.str("DISCORD_INVITE_URL", default="")
+# The business behind the shop, as it should appear in the legal pages (e.g. "Example Studio Ltd, London").
+# Empty: the legal pages speak of SHOP_NAME.
+LEGAL_ENTITY = env.str("LEGAL_ENTITY", default="")
+
+# --- Stripe Checkout options (each off by default; see README "Going live") -----------------------------
+# A promotion-code field on Checkout (codes are made in Stripe's dashboard). The voucher is still for the
+# pack's credits; Stripe records the discount.
+STRIPE_CHECKOUT_PROMOTION_CODES = env.bool("STRIPE_CHECKOUT_PROMOTION_CODES", default=False)
+# Stripe Tax computes tax from the buyer's address (needs Stripe Tax set up in the dashboard).
+STRIPE_CHECKOUT_AUTOMATIC_TAX = env.bool("STRIPE_CHECKOUT_AUTOMATIC_TAX", default=False)
+# Stripe creates a paid invoice for each purchase and emails it with the receipt (Stripe charges per invoice).
+STRIPE_CHECKOUT_INVOICE = env.bool("STRIPE_CHECKOUT_INVOICE", default=False)
+# Buyers must tick "I agree to the terms" on Checkout. Needs the terms URL (SITE_URL/terms/) set in Stripe's
+# dashboard, under Settings > Public details, or Stripe refuses every Checkout Session.
+STRIPE_CHECKOUT_TERMS_CONSENT = env.bool("STRIPE_CHECKOUT_TERMS_CONSENT", default=False)
 
 # --- Discord --------------------------------------------------------------------------------------------
 DISCORD_TOKEN = env.str("DISCORD_TOKEN", default="")

@@ -1,6 +1,7 @@
 """Storefront views: parse the request, call one service, render. The rules live in `storefront.services`."""
 
 import logging
+from urllib.parse import urlencode
 
 import stripe
 from django.conf import settings
@@ -13,10 +14,12 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from storefront import selectors, services, webhooks
+from storefront.context_processors import shop_context
 from storefront.errors import CheckoutError
-from storefront.models import Order
+from storefront.models import LegalPage, Order
 from storefront.payments import payments_test_mode
-from storefront.tokens import BuyTokenError, buy_token_read
+from storefront.tokens import BuyFor, BuyTokenError, buy_token_open
+from vouchers.pricing import price_qualities, price_range, price_table
 
 logger = logging.getLogger(__name__)
 
@@ -29,35 +32,56 @@ def _page(request: HttpRequest, template: str, context: dict, *, status: int = 2
     return render(request, template, {"test_mode": payments_test_mode(), **context}, status=status)
 
 
-def _buy_token(source: QueryDict) -> tuple[str, int | None, str]:
-    """The `/buy` token from the bot's link: (token, Discord user id, problem to show)."""
+def _buy_token(source: QueryDict) -> tuple[str, BuyFor | None, str]:
+    """The `/buy` token from the bot's link: (token, whom it credits, problem to show)."""
     token = source.get("for", "").strip()
     if not token:
         return "", None, ""
     try:
-        return token, buy_token_read(token=token), ""
+        return token, buy_token_open(token=token), ""
     except BuyTokenError as exc:
         return "", None, str(exc)
 
 
+def packs_url(buy_token: str = "") -> str:
+    """The pack list; for a `/buy` buyer who already confirmed the account, straight to its packs."""
+    url = reverse("pack_list")
+    return f"{url}?{urlencode({'for': buy_token, 'confirmed': '1'})}" if buy_token else url
+
+
 @require_GET
 def pack_list(request: HttpRequest) -> HttpResponse:
-    buy_token, discord_user_id, token_problem = _buy_token(request.GET)
+    """The packs. A `/buy` link first names the Discord account it credits and asks the buyer to confirm it,
+    so a link passed on by someone else is not paid by mistake."""
+    buy_token, buy_for, token_problem = _buy_token(request.GET)
+    confirmed = buy_for is not None and request.GET.get("confirmed") == "1"
     context = {
         "packs": selectors.packs_for_sale(),
-        "buy_token": buy_token,
-        "for_discord": discord_user_id is not None,
+        "buy_token": buy_token if confirmed else "",
+        "buy_for": buy_for,
+        "confirm_token": buy_token if buy_for is not None and not confirmed else "",
+        "confirm_url": packs_url(buy_token) if buy_for is not None else "",
         "token_problem": token_problem,
+        "qualities": price_qualities(),
+        "price_rows": price_table(),
+        "price_min": price_range()[0],
+        "price_max": price_range()[1],
+        "samples": selectors.gallery_for_display(),
     }
     return _page(request, "storefront/pack_list.html", context)
 
 
-@require_POST
+@require_http_methods(["GET", "HEAD", "POST"])
 def checkout(request: HttpRequest) -> HttpResponse:
+    if request.method != "POST":
+        # A reload or a shared link of /checkout/: nothing to do here but pick a pack.
+        buy_token, buy_for, _ = _buy_token(request.GET)
+        return HttpResponseRedirect(packs_url(buy_token if buy_for else ""), status=303)
     try:
         start = services.checkout_start(pack_id=request.POST.get("pack"), buy_token=request.POST.get("for", "").strip())
     except CheckoutError as exc:
-        context = {"message": exc.message, "buy_token": _buy_token(request.POST)[0]}
+        buy_token = _buy_token(request.POST)[0]
+        context = {"message": exc.message, "buy_token": buy_token, "packs_url": packs_url(buy_token)}
         return _page(request, "storefront/checkout_error.html", context, status=exc.http_status)
     # 303: the browser follows with a GET, to Stripe Checkout (or the local test-mode page).
     return HttpResponseRedirect(start.url, status=303)
@@ -71,7 +95,7 @@ def checkout_success(request: HttpRequest) -> HttpResponse:
         result = services.order_fulfill(session_id=session_id)
     except CheckoutError as exc:
         if exc.http_status == 404:
-            return _page(request, "storefront/checkout_error.html", {"message": exc.message}, status=404)
+            return _page(request, "storefront/order_unknown.html", {"message": exc.message}, status=404)
         # Stripe could not be asked: the payment may well be fine, so keep checking.
         context = {"state": "unconfirmed", "message": exc.message, "refresh": PENDING_REFRESH_SECONDS}
         return _page(request, "storefront/success.html", context, status=exc.http_status)
@@ -88,6 +112,8 @@ def checkout_success(request: HttpRequest) -> HttpResponse:
         "voucher": result.voucher,
         "redeemed_to_discord": result.redeemed_to_discord,
         "refresh": PENDING_REFRESH_SECONDS if state == "processing" else None,
+        # Promotion codes and tax can make the charge differ from the pack's price; Stripe's receipt has it.
+        "charge_may_differ": settings.STRIPE_CHECKOUT_PROMOTION_CODES or settings.STRIPE_CHECKOUT_AUTOMATIC_TAX,
     }
     return _page(request, "storefront/success.html", context)
 
@@ -95,7 +121,34 @@ def checkout_success(request: HttpRequest) -> HttpResponse:
 @require_GET
 def checkout_cancel(request: HttpRequest) -> HttpResponse:
     buy_token, _, _ = _buy_token(request.GET)
-    return _page(request, "storefront/cancel.html", {"buy_token": buy_token})
+    return _page(request, "storefront/cancel.html", {"buy_token": buy_token, "packs_url": packs_url(buy_token)})
+
+
+@require_GET
+def legal_page(request: HttpRequest, kind: str) -> HttpResponse:
+    """Terms, privacy or refunds: the operator's wording from the admin (seeded with defaults)."""
+    page = selectors.legal_page(kind=LegalPage.Kind(kind))
+    return _page(request, "storefront/legal.html", {"page": page})
+
+
+@require_GET
+def gallery_image(request: HttpRequest, pk: int, digest: str) -> HttpResponse:
+    """A sample image's bytes. Its URL names its digest, so it can be cached for good."""
+    sample = selectors.gallery_image(pk=pk, digest=digest)
+    if sample is None:
+        raise Http404("No such image.")
+    response = HttpResponse(bytes(sample.image), content_type=sample.content_type)
+    response["Cache-Control"] = "public, max-age=31536000, immutable"
+    return response
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """The branded 500 page. Settings only (no database, no session): whatever broke may still be broken."""
+    try:
+        return render(request, "500.html", shop_context(), status=500)
+    except Exception:  # the template itself failing must not turn a 500 into a crash loop
+        logger.exception("The 500 page could not be rendered.")
+        return HttpResponse("Server error. Please try again in a minute.", status=500, content_type="text/plain")
 
 
 @never_cache

@@ -8,7 +8,7 @@ from django.conf import settings
 from discordbot.bridge import run_service
 from discordbot.replies import plural
 from discordbot.services import voucher_redeem_limited
-from storefront.tokens import BUY_TOKEN_MAX_AGE_SECONDS, buy_token_make
+from storefront.tokens import BUY_TOKEN_MAX_AGE_SECONDS, buy_token_make, discord_name_label
 from vouchers.codes import MAX_INPUT_LENGTH
 from vouchers.selectors import account_balance, ledger_history
 
@@ -66,7 +66,9 @@ class Credits(commands.Cog):
     @app_commands.command(name="buy")
     async def buy(self, interaction: discord.Interaction) -> None:
         """Buy credits: a personal checkout link whose credits go straight to your balance."""
-        url = f"{settings.SITE_URL}/?for={buy_token_make(discord_user_id=interaction.user.id)}"
+        # The name rides in the signed token so the shop can show whom the link credits and ask to confirm.
+        name = discord_name_label(username=interaction.user.name, display_name=interaction.user.display_name)
+        url = f"{settings.SITE_URL}/?for={buy_token_make(discord_user_id=interaction.user.id, discord_name=name)}"
         view = discord.ui.View(timeout=None)  # a link button: nothing to listen for
         view.add_item(discord.ui.Button(label="Buy credits", url=url, emoji="\N{SHOPPING TROLLEY}"))
         await interaction.response.send_message(

@@ -103,7 +103,7 @@ def test_pick_a_pack_pay_in_test_mode_and_see_the_voucher(page, shop):
     page.goto(shop + "/")
     expect(page.get_by_role("heading", name="Buy image credits")).to_be_visible()
     expect(page.get_by_text("TEST MODE – no real payment.")).to_be_visible()
-    expect(page.get_by_text("$0.08 per image")).to_be_visible()
+    expect(page.get_by_text("$0.08 per credit")).to_be_visible()
     # The stylesheet is served locally (whitenoise / staticfiles) and applied.
     assert page.evaluate("getComputedStyle(document.querySelector('.packs')).display") == "grid"
     page.keyboard.press("Tab")
@@ -206,15 +206,23 @@ def test_purchase_works_without_javascript(browser, shop):
         context.close()
 
 
-def test_buy_link_from_discord_credits_the_member_directly(page, shop):
+def test_buy_link_from_discord_names_the_account_asks_and_credits_it(page, shop):
     from playwright.sync_api import expect
 
-    page.goto(shop + "/?for=" + buy_token_make(discord_user_id=555000111))
-    expect(page.get_by_text("Linked to your Discord account.")).to_be_visible()
+    page.goto(shop + "/?for=" + buy_token_make(discord_user_id=555000111, discord_name="Ada L (@ada)"))
+    expect(page.get_by_role("heading", name="Who are these credits for?")).to_be_visible()
+    expect(page.get_by_text("Ada L (@ada)").first).to_be_visible()
+    expect(page.get_by_role("button", name=re.compile(r"^Buy "))).to_have_count(0)  # nothing to pay yet
+    page.get_by_role("link", name="Yes, credit Ada L (@ada)").click()
+
+    expect(page.get_by_text("Buying for Ada L (@ada).")).to_be_visible()
     page.get_by_role("button", name=re.compile(r"^Buy Creator")).click()
     page.get_by_role("button", name=re.compile(r"^Pay ")).click()
 
-    expect(page.get_by_text("150 credits were added to your Discord account.")).to_be_visible()
+    expect(page.get_by_text("150 credits were credited to Ada L (@ada).")).to_be_visible()
+    voucher = Voucher.objects.get()
+    expect(page.get_by_text(voucher.code)).to_have_count(0)  # credited already: no code to copy
+    expect(page.get_by_role("button", name="Copy code")).to_have_count(0)
     page.screenshot(path=screenshot_path("9-discord-buy-link"), full_page=True)
     assert CreditAccount.objects.get(discord_user_id=555000111).balance == 150
-    assert Voucher.objects.get().status == "redeemed"
+    assert voucher.status == "redeemed"

@@ -75,9 +75,13 @@ def test_checkout_refuses_inactive_pack(client, fake_stripe):
     assert not Order.objects.exists()
 
 
-def test_checkout_only_accepts_post(client, fake_stripe, pack):
-    assert client.get("/checkout/", {"pack": pack.pk}).status_code == 405
+def test_checkout_by_get_leads_back_to_the_packs_and_buys_nothing(client, fake_stripe, pack):
+    response = client.get("/checkout/", {"pack": pack.pk})
+
+    assert (response.status_code, response["Location"]) == (303, "/")
+    assert client.put("/checkout/").status_code == 405
     assert not Order.objects.exists()
+    assert fake_stripe.requests == []
 
 
 def test_checkout_with_buy_token_ties_order_to_discord_member(client, fake_stripe, pack):

@@ -5,6 +5,7 @@ from urllib.parse import urlencode
 
 import pytest
 from django.core import mail
+from django.utils.html import escape
 
 from storefront.models import Order
 from storefront.tokens import buy_token_make
@@ -28,7 +29,7 @@ def test_pack_list_shows_active_packs_with_price_and_price_per_image(client, no_
     page = response.content.decode()
     assert response.status_code == 200
     assert re.findall(r'class="pack-name">(\w+)<', page) == ["Starter", "Creator", "Studio"]
-    for text in ("$5.00", "$0.10 per image", "$12.00", "$0.08 per image", "$28.00", "$0.07 per image"):
+    for text in ("$5.00", "$0.10 per credit", "$12.00", "$0.08 per credit", "$28.00", "$0.07 per credit"):
         assert text in page
     assert "Retired" not in page
     assert page.count('action="/checkout/"') == 3
@@ -49,19 +50,19 @@ def test_pack_list_uses_only_local_assets(client, pack):
 
     assets = re.findall(r'<(?:link|script|img)[^>]+(?:href|src)="([^"]+)"', page)
     assert assets, "the page should load its stylesheet"
-    assert all(url.startswith("/static/") for url in assets), assets
+    assert all(url.startswith(("/static/", "/gallery/")) for url in assets), assets
     assert "<script" not in page  # the pack list needs no JavaScript at all
 
 
 def test_pack_list_carries_a_valid_buy_token_into_every_checkout_form(client, no_packs):
     make_pack(name="A")
     make_pack(name="B")
-    token = buy_token_make(discord_user_id=99)
+    token = buy_token_make(discord_user_id=99, discord_name="Ada (@ada)")
 
-    page = client.get("/", {"for": token}).content.decode()
+    page = client.get("/", {"for": token, "confirmed": "1"}).content.decode()
 
     assert page.count(f'<input type="hidden" name="for" value="{token}">') == 2
-    assert "Linked to your Discord account" in page
+    assert "Buying for Ada (@ada)." in page
 
 
 def test_pack_list_drops_an_invalid_buy_token_and_says_why(client, pack):
@@ -173,14 +174,29 @@ def test_success_page_for_an_unknown_session_is_404(client, fake_stripe, pack, s
     assert not Voucher.objects.exists()
 
 
-def test_success_page_for_a_discord_order_says_the_credits_are_in(client, fake_stripe, pack):
+def test_success_page_for_a_discord_order_says_whom_it_credited_and_offers_no_code(client, fake_stripe, pack):
+    token = buy_token_make(discord_user_id=31337, discord_name="Grace <b> (@grace)")
+    order = start_checkout(client, pack, **{"for": token})
+    fake_stripe.mark_paid(order.stripe_session_id)
+
+    page = client.get("/checkout/success/", {"session_id": order.stripe_session_id}).content.decode()
+
+    voucher = Voucher.objects.get(order=order)
+    assert "150 credits were credited to" in page
+    assert "Grace &lt;b&gt; (@grace)" in page
+    assert voucher.status == "redeemed"
+    assert voucher.code not in page
+    assert "Copy code" not in page and "copy.js" not in page and "/redeem code:" not in page
+
+
+def test_success_page_for_an_old_discord_token_without_a_name_still_credits(client, fake_stripe, pack):
     order = start_checkout(client, pack, **{"for": buy_token_make(discord_user_id=31337)})
     fake_stripe.mark_paid(order.stripe_session_id)
 
     page = client.get("/checkout/success/", {"session_id": order.stripe_session_id}).content.decode()
 
-    assert "150 credits were added to your Discord account" in page
-    assert Voucher.objects.get(order=order).status == "redeemed"
+    assert "150 credits were credited to your Discord account" in page
+    assert order.discord_name == ""
 
 
 def test_voucher_email_is_not_sent_without_an_address(client, fake_stripe, pack, django_capture_on_commit_callbacks):
@@ -219,7 +235,7 @@ def test_cancel_page_says_nothing_was_charged_and_leads_back(client):
     page = client.get("/checkout/cancel/", {"for": token}).content.decode()
 
     assert "No payment was taken" in page
-    assert f'href="/?{urlencode({"for": token})}"' in page
+    assert f'href="{escape("/?" + urlencode({"for": token, "confirmed": "1"}))}"' in page
 
 
 def test_healthz_answers_when_the_database_does(client):
