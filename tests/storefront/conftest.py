@@ -109,6 +109,19 @@ def deliver(client: Client, body: str | bytes, signature: str | None = "sign"):
     return client.post("/stripe/webhook/", data=body, content_type="application/json", **headers)
 
 
+def charge_refunded_event(fake_stripe: FakeStripe, session_id: str, **event: Any) -> str:
+    """`charge.refunded` as Stripe sends it after a refund: the charge with its cumulative amount_refunded."""
+    return event_body("charge.refunded", fake_stripe.charge_of(session_id), **event)
+
+
+def refund_event(refund: dict[str, Any], event_type: str = "charge.refund.updated", **event: Any) -> str:
+    return event_body(event_type, refund, **event)
+
+
+def dispute_event(dispute: dict[str, Any], event_type: str = "charge.dispute.created", **event: Any) -> str:
+    return event_body(event_type, dispute, **event)
+
+
 # --- screenshots, listed at the end of the run ------------------------------------------------------------
 
 

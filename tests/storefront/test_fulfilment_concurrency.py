@@ -147,13 +147,8 @@ def test_concurrent_refund_deliveries_claw_back_once(client, fake_stripe):
     order = start_checkout(client, make_pack(credits=150), **{"for": buy_token_make(discord_user_id=99)})
     session = fake_stripe.mark_paid(order.stripe_session_id)
     assert deliver(client, event_body("checkout.session.completed", session)).status_code == 200
-    charge = {
-        "id": "ch_race",
-        "object": "charge",
-        "refunded": True,
-        "payment_intent": session["payment_intent"],
-        "metadata": {"order_id": str(order.pk)},
-    }
+    fake_stripe.refund(order.stripe_session_id)
+    charge = fake_stripe.charge_of(order.stripe_session_id)
     tasks = [webhook_task(event_body("charge.refunded", charge)) for _ in range(8)]
 
     results = run_concurrently(tasks)
