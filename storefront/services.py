@@ -48,7 +48,10 @@ from vouchers.services import voucher_claw_back, voucher_claw_back_return, vouch
 
 logger = logging.getLogger(__name__)
 
-UNKNOWN_CHECKOUT = "We don't know that checkout. If you paid, your voucher is in your email."
+UNKNOWN_CHECKOUT = (
+    "We don't know that checkout (yet). If you just paid, your voucher is emailed to you and shows here within a few"
+    " minutes."
+)
 MISMATCH = "We couldn't match this payment to its order. Please contact support; nothing is lost."
 # The longest email the order can keep (EmailField's default); a longer one is dropped, never fatal.
 MAX_EMAIL_LENGTH = Order._meta.get_field("email").max_length
@@ -147,6 +150,21 @@ def order_fulfill(*, session_id: str) -> Fulfilment:
         raise CheckoutError(UNKNOWN_CHECKOUT, http_status=404)
     session = payments_backend().session_retrieve(session_id=session_id)
     return _fulfill(session=session)
+
+
+def order_success_lookup(*, session_id: str) -> Fulfilment:
+    """The success page: our own records first, Stripe only for an order of ours still waiting for its payment.
+
+    An id we never recorded costs no Stripe call (anyone can type one); a paid order's reload costs none either.
+    A session we never recorded (its creation timed out) is settled by the webhook or `reconcileorders`.
+    """
+    order = Order.objects.filter(stripe_session_id=session_id).first() if isinstance(session_id, str) else None
+    if order is None or not 0 < len(session_id) <= 255:
+        raise CheckoutError(UNKNOWN_CHECKOUT, http_status=404)
+    voucher = Voucher.objects.filter(order=order).first()
+    if voucher is not None:
+        return Fulfilment(order=order, voucher=voucher, issued_now=False)
+    return order_fulfill(session_id=session_id)
 
 
 def order_test_pay(*, session_id: str, email: str = "") -> Fulfilment:

@@ -137,6 +137,11 @@ PAYMENTS_BACKEND = env.str("PAYMENTS_BACKEND", default="test" if DEBUG and not S
 # Bounds on each call to Stripe, so a slow or unreachable Stripe cannot hold a buyer's request for minutes.
 STRIPE_TIMEOUT_SECONDS = env.float("STRIPE_TIMEOUT_SECONDS", default=20)
 STRIPE_MAX_NETWORK_RETRIES = env.int("STRIPE_MAX_NETWORK_RETRIES", default=2)
+# Per-client limits, "requests/seconds", counted in CACHE_URL (use Redis when there is more than one web process).
+CHECKOUT_RATE_LIMIT = env.str("CHECKOUT_RATE_LIMIT", default="10/60")
+SUCCESS_PAGE_RATE_LIMIT = env.str("SUCCESS_PAGE_RATE_LIMIT", default="60/60")
+# Proxies in front of the web server that append the client's address to X-Forwarded-For (1 behind an ALB).
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 
 # --- Discord --------------------------------------------------------------------------------------------
 DISCORD_TOKEN = env.str("DISCORD_TOKEN", default="")

@@ -18,6 +18,16 @@ SCREENSHOT_DIR = Path(django_settings.BASE_DIR) / "test-artifacts" / "screenshot
 _screenshots: list[Path] = []
 
 
+@pytest.fixture(autouse=True)
+def _no_rate_limits(settings) -> None:
+    """Every test client is 127.0.0.1: rate limits are off unless a test turns them on (test_rate_limits.py)."""
+    from django.core.cache import cache
+
+    settings.CHECKOUT_RATE_LIMIT = "0/60"
+    settings.SUCCESS_PAGE_RATE_LIMIT = "0/60"
+    cache.clear()
+
+
 # --- the fake Stripe API --------------------------------------------------------------------------------
 
 
