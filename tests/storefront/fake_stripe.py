@@ -250,6 +250,16 @@ class FakeStripe:
         with self._lock:
             self._failures.extend(_Failure(status, method, body) for _ in range(times))
 
+    def drop_response_next(self, *, method: str | None = None) -> None:
+        """The next request is carried out, but its answer never arrives (the client times out): a lost response."""
+        with self._lock:
+            self._failures.append(_Failure(-1, method))
+
+    def age_session(self, session_id: str, *, seconds: int) -> None:
+        """Pretend a session was created `seconds` earlier (for reconciliation windows)."""
+        with self._lock:
+            self.sessions[session_id]["created"] -= seconds
+
     def hang_next(self, *, times: int = 1, method: str | None = None) -> None:
         """The next `times` requests get no answer until the test ends (so the client times out)."""
         with self._lock:
@@ -498,11 +508,20 @@ class FakeStripe:
         with self._lock:
             self.requests.append(Recorded(method, path, headers, params))
         failure = self._take_failure(method)
+        if failure is not None and failure.status == -1:
+            self._answer(method, path, headers, params)
+            self._release.wait(timeout=10)
+            return 500, {"error": {"type": "api_error", "message": "response lost"}}
         if failure is not None:
             if failure.status == 0:
                 self._release.wait(timeout=10)
                 return 500, {"error": {"type": "api_error", "message": "hung"}}
             return failure.status, failure.body
+        return self._answer(method, path, headers, params)
+
+    def _answer(
+        self, method: str, path: str, headers: dict[str, str], params: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
         if headers.get("authorization") != f"Bearer {self.api_key}":
             return 401, {"error": {"type": "invalid_request_error", "message": "Invalid API Key provided"}}
         route, _ = _route(method, path)
