@@ -81,6 +81,11 @@ class PaymentsBackend(Protocol):
     def refunds_for_charge(self, *, charge_id: str) -> list[RefundInfo]: ...
 
 
+def _describe(exc: stripe.StripeError) -> str:
+    """What went wrong, for the log, without Stripe's message (it can quote a session id back to us)."""
+    return f"{type(exc).__name__} (HTTP {exc.http_status}, code {exc.code or '-'}, request {exc.request_id or '-'})"
+
+
 def _order_id(raw: object) -> int | None:
     text = str(raw) if raw is not None else ""
     return int(text) if text.isdigit() and 0 < len(text) < 19 else None
@@ -146,7 +151,7 @@ class StripeBackend:
                 options={"idempotency_key": idempotency_key(order)},
             )
         except stripe.StripeError as exc:
-            logger.warning("Stripe refused or failed a Checkout Session for order %s: %r", order.pk, exc)
+            logger.warning("Stripe refused or failed a Checkout Session for order %s: %s", order.pk, _describe(exc))
             raise CheckoutError(PROVIDER_DOWN, http_status=502) from exc
         return self._parse(session)
 
@@ -156,10 +161,10 @@ class StripeBackend:
         except stripe.InvalidRequestError as exc:
             if exc.http_status == 404:
                 raise CheckoutError("We don't know that checkout.", http_status=404) from exc
-            logger.warning("Stripe refused to retrieve session %s: %r", session_id, exc)
+            logger.warning("Stripe refused to retrieve a Checkout Session: %s", _describe(exc))
             raise CheckoutError(PROVIDER_DOWN, http_status=502) from exc
         except stripe.StripeError as exc:
-            logger.warning("Could not retrieve Checkout Session %s: %r", session_id, exc)
+            logger.warning("Could not retrieve a Checkout Session: %s", _describe(exc))
             raise CheckoutError(PROVIDER_DOWN, http_status=502) from exc
         return self._parse(session)
 
@@ -168,7 +173,7 @@ class StripeBackend:
         try:
             page = self._client().v1.checkout.sessions.list(params={"payment_intent": payment_intent_id, "limit": 1})
         except stripe.StripeError as exc:
-            logger.warning("Could not look up the session of payment %s: %r", payment_intent_id, exc)
+            logger.warning("Could not look up the session of a payment: %s", _describe(exc))
             raise CheckoutError(PROVIDER_DOWN, http_status=502) from exc
         return self._parse(page.data[0]) if page.data else None
 
@@ -193,7 +198,7 @@ class StripeBackend:
                 if parsed.order_id == order.pk:
                     found.append(parsed)
         except stripe.StripeError as exc:
-            logger.warning("Could not list Checkout Sessions for order %s: %r", order.pk, exc)
+            logger.warning("Could not list Checkout Sessions for order %s: %s", order.pk, _describe(exc))
             raise CheckoutError(PROVIDER_DOWN, http_status=502) from exc
         return found
 
@@ -203,7 +208,7 @@ class StripeBackend:
             page = self._client().v1.refunds.list(params={"charge": charge_id, "limit": 100})
             refunds = [refund_info(r.to_dict()) for r in page.auto_paging_iter()]
         except stripe.StripeError as exc:
-            logger.warning("Could not list the refunds of charge %s: %r", charge_id, exc)
+            logger.warning("Could not list the refunds of a charge: %s", _describe(exc))
             raise CheckoutError(PROVIDER_DOWN, http_status=502) from exc
         return [r for r in refunds if r is not None]
 

@@ -185,7 +185,15 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Request lines without their query strings: success-page session ids and /buy tokens travel there.
+    "filters": {"no_query_strings": {"()": "storefront.logfilters.StripQueryStrings"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["no_query_strings"]}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"discord": {"level": "WARNING"}, "django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "discord": {"level": "WARNING"},
+        "django.db.backends": {"level": "WARNING"},
+        # stripe-python logs every request's URL at INFO, and a retrieve's URL holds the Checkout Session id.
+        "stripe": {"level": "WARNING"},
+        "urllib3": {"level": "WARNING"},  # the same URLs, at DEBUG, under stripe-python's HTTP client
+    },
 }

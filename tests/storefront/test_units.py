@@ -21,6 +21,10 @@ from tests.storefront.fake_stripe import parse_form
         (123456, "eur", "€1,234.56"),
         (500, "jpy", "¥500"),
         (750, "sek", "7.50 SEK"),
+        (15000, "krw", "15,000 KRW"),
+        (99_999_999, "vnd", "99,999,999 VND"),
+        (1500, "xof", "1,500 XOF"),
+        (99_999_999, "usd", "$999,999.99"),
     ],
 )
 def test_format_money(amount, currency, shown):
