@@ -565,7 +565,13 @@ def orders_reconcile(*, now: datetime | None = None) -> Reconciliation:
             if order.stripe_session_id:
                 sessions = [backend.session_retrieve(session_id=order.stripe_session_id)]
             else:
-                sessions = backend.sessions_for_order(order=order)
+                sessions = []
+                for session in backend.sessions_for_order(order=order):
+                    problem = session_payment_problem(session=session, order=order)
+                    if problem:  # names the order but did not pay for it: kept for an operator, never settles it
+                        _order_note_problem(order=order, problem=problem)
+                    else:
+                        sessions.append(session)
                 if len(sessions) == 1:  # found: from now on it is checked like any other order's session
                     Order.objects.filter(pk=order.pk, stripe_session_id__isnull=True).update(
                         stripe_session_id=sessions[0].id, updated_at=timezone.now()

@@ -157,6 +157,20 @@ def test_reconcile_expires_an_order_stripe_never_made_a_session_for(client, fake
     assert lists and "created" in lists[0].params
 
 
+def test_reconcile_never_settles_an_order_with_a_session_that_did_not_pay_for_it(client, fake_stripe, studio):
+    order = unrecorded_order(client, fake_stripe, studio, lost_response=False)
+    wrong = fake_stripe.foreign_session(amount=100, metadata={"order_id": str(order.pk)})
+    fake_stripe.age_session(wrong["id"], seconds=40 * 60)
+    age(order, minutes=40)
+
+    assert "0 paid, 1 expired, 0 could not be checked" in reconcile()
+
+    order.refresh_from_db()
+    assert (order.status, order.stripe_session_id) == ("expired", None)
+    assert order.problem == "session amount is 100, order amount 2800"
+    assert not Voucher.objects.exists()
+
+
 def test_reconcile_leaves_a_young_unrecorded_order_alone(client, fake_stripe, studio):
     order = unrecorded_order(client, fake_stripe, studio, lost_response=False)
     assert "Checked 0 order(s)" in reconcile()
