@@ -332,3 +332,27 @@ def test_refund_and_dispute_together_never_take_more_than_the_voucher(client, fa
     assert spendable(account) == (40, 0)
     assert -sum(LedgerEntry.objects.filter(kind="clawback").values_list("delta", flat=True)) == 150
     assert_audit_clean()
+
+
+def test_a_dispute_handler_crashing_midway_writes_nothing_and_the_retry_freezes_once(
+    client, fake_stripe, order, monkeypatch, assert_audit_clean
+):
+    import storefront.services as shop
+
+    account = redeem(order)
+    body = dispute_event(fake_stripe.dispute(order.stripe_session_id))
+    real = shop.voucher_claw_back
+
+    def crash_after_taking(**kwargs):
+        real(**kwargs)  # the clawback is written, then the process "dies" before the dispute is updated
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(shop, "voucher_claw_back", crash_after_taking)
+    assert deliver(client, body).status_code == 500
+    assert spendable(account) == (150, 0) and not Dispute.objects.exists()  # all of it rolled back
+    monkeypatch.undo()
+
+    assert deliver(client, body).status_code == 200  # Stripe's retry of the same event
+    assert spendable(account) == (0, 0)
+    assert LedgerEntry.objects.filter(kind="clawback").count() == 1
+    assert_audit_clean()

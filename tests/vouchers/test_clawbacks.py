@@ -11,7 +11,7 @@ from tests.vouchers.conftest import nothing_written
 from vouchers import services
 from vouchers.errors import InsufficientCredits, InvalidAmount, VoucherError, VoucherNotFound, VoucherVoid
 from vouchers.models import Clawback, CreditAccount, LedgerEntry, Voucher
-from vouchers.selectors import account_balance
+from vouchers.selectors import account_balance, account_owed
 
 pytestmark = pytest.mark.django_db
 
@@ -305,3 +305,42 @@ def test_debit_with_bad_input_is_refused(funded, discord_user_id: int, amount: i
     funded(ALICE, 10)
     with nothing_written(), pytest.raises(error):
         services.credits_debit(discord_user_id=discord_user_id, amount=amount, memo=memo)
+
+
+# --- a crash in the middle ------------------------------------------------------------------------------
+
+
+def test_a_crash_between_the_credit_and_its_debt_repayment_writes_neither(monkeypatch, assert_audit_clean) -> None:
+    voucher = redeemed(10)
+    queued = reserve(10)
+    services.voucher_claw_back(voucher_id=voucher.pk, credits=10, cause="refund re_1")
+
+    def crash(**kwargs):
+        raise RuntimeError("process killed here")
+
+    monkeypatch.setattr(services, "_repay_debt", crash)
+    with nothing_written(), pytest.raises(RuntimeError):
+        services.credits_refund(entry_id=queued.pk)
+    monkeypatch.undo()
+
+    services.credits_refund(entry_id=queued.pk)  # the bot's retry (or the sweep)
+    assert (account_balance(discord_user_id=ALICE), account().owed) == (0, 0)
+    assert account_owed(discord_user_id=ALICE) == 0
+    assert_audit_clean()
+
+
+def test_a_crash_after_a_clawback_record_is_made_leaves_no_half_clawback(monkeypatch, assert_audit_clean) -> None:
+    voucher = redeemed(10)
+    reserve(4)
+
+    def crash(**kwargs):
+        raise RuntimeError("process killed here")
+
+    monkeypatch.setattr(services, "_clawback_take", crash)
+    with nothing_written(), pytest.raises(RuntimeError):
+        services.voucher_claw_back(voucher_id=voucher.pk, credits=10, cause="dispute du_1")
+    monkeypatch.undo()
+
+    services.voucher_claw_back(voucher_id=voucher.pk, credits=10, cause="dispute du_1")  # Stripe's retry
+    assert (account_balance(discord_user_id=ALICE), account().owed) == (0, 4)
+    assert_audit_clean()
