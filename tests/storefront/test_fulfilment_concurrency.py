@@ -207,3 +207,45 @@ def test_partial_refunds_delivered_at_once_claw_back_their_total_exactly(client,
     order.refresh_from_db()
     assert (order.status, order.amount_refunded) == ("paid", 1000)
     audit_passes()
+
+
+def test_dispute_arriving_while_the_members_generations_are_queued_and_running(client, fake_stripe):
+    """The bot's work (reserve; then deliver, or fail and refund) races the chargeback's webhook deliveries.
+
+    Whatever the interleaving: nothing the disputed payment bought stays spendable. Delivered images are the
+    member's, so their cost stays owed; every refunded reservation went to the debt first.
+    """
+    from vouchers.errors import InsufficientCredits
+    from vouchers.services import credits_refund, credits_reserve
+
+    order = start_checkout(client, make_pack(credits=150), **{"for": buy_token_make(discord_user_id=79)})
+    session = fake_stripe.mark_paid(order.stripe_session_id)
+    assert deliver(client, event_body("checkout.session.completed", session)).status_code == 200
+    dispute = fake_stripe.dispute(order.stripe_session_id)
+
+    def job(index: int) -> Callable[[], str]:
+        def run() -> str:
+            try:
+                charge = credits_reserve(discord_user_id=79, amount=10)
+            except InsufficientCredits:
+                return "refused"
+            if index % 2:
+                return "delivered"
+            credits_refund(entry_id=charge.pk)
+            return "refunded"
+
+        return run
+
+    tasks = [job(i) for i in range(14)]
+    tasks += [
+        webhook_task(event_body(t, dispute)) for t in ("charge.dispute.created", "charge.dispute.funds_withdrawn")
+    ]
+
+    results = run_concurrently(tasks)
+
+    assert results[-2:] == [200, 200]
+    delivered = results.count("delivered")
+    account = CreditAccount.objects.get(discord_user_id=79)
+    assert (account.balance, account.owed) == (0, 10 * delivered)
+    assert Dispute.objects.get().credits_state == "frozen"
+    audit_passes()
