@@ -5,94 +5,215 @@ import django.db.models.expressions
 from django.db import migrations, models
 
 
-class Migration(migrations.Migration):
+def record_legacy_clawbacks(apps, schema_editor) -> None:
+    Clawback = apps.get_model("vouchers", "Clawback")
+    LedgerEntry = apps.get_model("vouchers", "LedgerEntry")
+    Voucher = apps.get_model("vouchers", "Voucher")
+    for voucher in Voucher.objects.filter(refunded_at__isnull=False):
+        rows = LedgerEntry.objects.filter(voucher=voucher, kind="clawback", clawback__isnull=True)
+        taken = -sum(rows.values_list("delta", flat=True))
+        cause = f"legacy refund of voucher {voucher.pk}"
+        if taken:
+            account_id = rows.values_list("account_id", flat=True).first()
+            clawback = Clawback.objects.create(
+                voucher=voucher,
+                cause=cause,
+                credits=taken,
+                status="taken",
+                account_id=account_id,
+                taken=taken,
+                taken_at=voucher.refunded_at,
+                memo="Payment refunded (before owed credits were tracked)",
+            )
+            rows.update(clawback=clawback)
+        elif voucher.status == "void" and voucher.redeemed_by_id is None:
+            Clawback.objects.create(
+                voucher=voucher,
+                cause=cause,
+                credits=voucher.credits,
+                status="held",
+                voided=True,
+                memo="Payment refunded",
+            )
 
+
+class Migration(migrations.Migration):
     dependencies = [
-        ('discordbot', '0002_initial'),
-        ('vouchers', '0001_initial'),
+        ("discordbot", "0002_initial"),
+        ("vouchers", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Clawback',
+            name="Clawback",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('cause', models.CharField(max_length=120, unique=True)),
-                ('credits', models.PositiveIntegerField()),
-                ('status', models.CharField(choices=[('held', 'Held on the unredeemed voucher'), ('taken', 'Taken from the account'), ('returned', 'Given back')], max_length=16)),
-                ('voided', models.BooleanField(default=False)),
-                ('taken', models.PositiveIntegerField(default=0)),
-                ('owed', models.PositiveIntegerField(default=0)),
-                ('restored', models.PositiveIntegerField(default=0)),
-                ('debt_cancelled', models.PositiveIntegerField(default=0)),
-                ('memo', models.CharField(blank=True, max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('taken_at', models.DateTimeField(blank=True, null=True)),
-                ('returned_at', models.DateTimeField(blank=True, null=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("cause", models.CharField(max_length=120, unique=True)),
+                ("credits", models.PositiveIntegerField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("held", "Held on the unredeemed voucher"),
+                            ("taken", "Taken from the account"),
+                            ("returned", "Given back"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("voided", models.BooleanField(default=False)),
+                ("taken", models.PositiveIntegerField(default=0)),
+                ("owed", models.PositiveIntegerField(default=0)),
+                ("restored", models.PositiveIntegerField(default=0)),
+                ("debt_cancelled", models.PositiveIntegerField(default=0)),
+                ("memo", models.CharField(blank=True, max_length=200)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("taken_at", models.DateTimeField(blank=True, null=True)),
+                ("returned_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.RemoveConstraint(
-            model_name='ledgerentry',
-            name='ledgerentry_sign_matches_kind',
+            model_name="ledgerentry",
+            name="ledgerentry_sign_matches_kind",
         ),
         migrations.AddField(
-            model_name='creditaccount',
-            name='owed',
+            model_name="creditaccount",
+            name="owed",
             field=models.BigIntegerField(default=0),
         ),
         migrations.AlterField(
-            model_name='ledgerentry',
-            name='kind',
-            field=models.CharField(choices=[('redeem', 'Voucher redeemed'), ('generate', 'Image generation'), ('refund', 'Refund'), ('grant', 'Operator grant'), ('clawback', 'Payment refunded or disputed (clawback)'), ('repay', 'Owed credits repaid'), ('restore', 'Clawback given back'), ('debit', 'Operator debit')], max_length=16),
+            model_name="ledgerentry",
+            name="kind",
+            field=models.CharField(
+                choices=[
+                    ("redeem", "Voucher redeemed"),
+                    ("generate", "Image generation"),
+                    ("refund", "Refund"),
+                    ("grant", "Operator grant"),
+                    ("clawback", "Payment refunded or disputed (clawback)"),
+                    ("repay", "Owed credits repaid"),
+                    ("restore", "Clawback given back"),
+                    ("debit", "Operator debit"),
+                ],
+                max_length=16,
+            ),
         ),
         migrations.AddConstraint(
-            model_name='creditaccount',
-            constraint=models.CheckConstraint(condition=models.Q(('owed__gte', 0)), name='creditaccount_owed_non_negative'),
+            model_name="creditaccount",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("owed__gte", 0)), name="creditaccount_owed_non_negative"
+            ),
         ),
         migrations.AddField(
-            model_name='clawback',
-            name='account',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='clawbacks', to='vouchers.creditaccount'),
+            model_name="clawback",
+            name="account",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="clawbacks",
+                to="vouchers.creditaccount",
+            ),
         ),
         migrations.AddField(
-            model_name='clawback',
-            name='voucher',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='clawbacks', to='vouchers.voucher'),
+            model_name="clawback",
+            name="voucher",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT, related_name="clawbacks", to="vouchers.voucher"
+            ),
         ),
         migrations.AddField(
-            model_name='ledgerentry',
-            name='clawback',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='ledger_entries', to='vouchers.clawback'),
+            model_name="ledgerentry",
+            name="clawback",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="ledger_entries",
+                to="vouchers.clawback",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='ledgerentry',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('kind__in', ['redeem', 'refund', 'grant', 'restore']), ('delta__gt', 0)), models.Q(('kind__in', ['generate', 'clawback', 'repay', 'debit']), ('delta__lt', 0)), _connector='OR'), name='ledgerentry_kind_sign'),
+            model_name="ledgerentry",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("kind__in", ["redeem", "refund", "grant", "restore"]), ("delta__gt", 0)),
+                    models.Q(("kind__in", ["generate", "clawback", "repay", "debit"]), ("delta__lt", 0)),
+                    _connector="OR",
+                ),
+                name="ledgerentry_kind_sign",
+            ),
+        ),
+        # Clawbacks made before this migration (by the old full-refund rule) get their record, so that every
+        # clawback row names one (the constraint below) and `auditcredits` can reconcile them.
+        migrations.RunPython(record_legacy_clawbacks, migrations.RunPython.noop),
+        migrations.AddConstraint(
+            model_name="ledgerentry",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("kind__in", ["clawback", "restore"]), _negated=True),
+                    ("clawback__isnull", False),
+                    _connector="OR",
+                ),
+                name="ledgerentry_clawback_has_record",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='ledgerentry',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('kind__in', ['clawback', 'restore']), _negated=True), ('clawback__isnull', False), _connector='OR'), name='ledgerentry_clawback_has_record'),
+            model_name="ledgerentry",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("kind", "debit"), _negated=True), models.Q(("memo", ""), _negated=True), _connector="OR"
+                ),
+                name="ledgerentry_debit_has_memo",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='ledgerentry',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('kind', 'debit'), _negated=True), models.Q(('memo', ''), _negated=True), _connector='OR'), name='ledgerentry_debit_has_memo'),
+            model_name="clawback",
+            constraint=models.CheckConstraint(condition=models.Q(("credits__gt", 0)), name="clawback_credits_positive"),
         ),
         migrations.AddConstraint(
-            model_name='clawback',
-            constraint=models.CheckConstraint(condition=models.Q(('credits__gt', 0)), name='clawback_credits_positive'),
+            model_name="clawback",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("taken_at__isnull", True), models.Q(("account__isnull", False), ("voided", False)), _connector="OR"
+                ),
+                name="clawback_taken_has_account",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='clawback',
-            constraint=models.CheckConstraint(condition=models.Q(('taken_at__isnull', True), models.Q(('account__isnull', False), ('voided', False)), _connector='OR'), name='clawback_taken_has_account'),
+            model_name="clawback",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("owed", 0), ("taken", 0), ("taken_at__isnull", True)),
+                    models.Q(
+                        (
+                            "taken",
+                            django.db.models.expressions.CombinedExpression(models.F("credits"), "-", models.F("owed")),
+                        ),
+                        ("taken_at__isnull", False),
+                    ),
+                    _connector="OR",
+                ),
+                name="clawback_taken_within_credits",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='clawback',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('owed', 0), ('taken', 0), ('taken_at__isnull', True)), models.Q(('taken', django.db.models.expressions.CombinedExpression(models.F('credits'), '-', models.F('owed'))), ('taken_at__isnull', False)), _connector='OR'), name='clawback_taken_within_credits'),
-        ),
-        migrations.AddConstraint(
-            model_name='clawback',
-            constraint=models.CheckConstraint(condition=models.Q(('restored__lte', django.db.models.expressions.CombinedExpression(django.db.models.expressions.CombinedExpression(models.F('taken'), '+', models.F('owed')), '-', models.F('debt_cancelled')))), name='clawback_restore_bounded'),
+            model_name="clawback",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    (
+                        "restored__lte",
+                        django.db.models.expressions.CombinedExpression(
+                            django.db.models.expressions.CombinedExpression(models.F("taken"), "+", models.F("owed")),
+                            "-",
+                            models.F("debt_cancelled"),
+                        ),
+                    )
+                ),
+                name="clawback_restore_bounded",
+            ),
         ),
     ]
