@@ -4,6 +4,11 @@ Each balance change is one conditional UPDATE (`... WHERE balance >= amount`) fo
 short transaction: never read-then-write, never a network call inside. On SQLite the transaction takes the write
 lock at BEGIN (IMMEDIATE), on PostgreSQL the UPDATE takes the row lock; either way concurrent callers queue up
 instead of overwriting each other, and the CHECK constraint backs the rule that no balance goes negative.
+
+Credits that enter an account (`credits_refund`, `credits_grant`, `voucher_redeem`, a returned clawback) pay the
+account's debt first (`owed`, what a refund or chargeback could not take back at once), as `repay` ledger rows in
+the same transaction; see `vouchers.models` for the whole model. The lock order is always voucher, then account
+(and, for the shop, order first), so two transactions never wait on each other in a circle.
 """
 
 from dataclasses import dataclass
