@@ -121,7 +121,7 @@ def _clawbacks_match_ledger() -> list[str]:
         "clawback_id", "kind", "delta"
     ):
         moved[(clawback_id, kind)] += delta
-    for cb in Clawback.objects.all():
+    for cb in Clawback.objects.select_related("voucher"):
         if -moved.pop((cb.pk, Kind.CLAWBACK), 0) != cb.taken:
             problems.append(f"clawback {cb.pk} ({cb.cause}): took {cb.taken}, but its ledger rows say otherwise")
         if moved.pop((cb.pk, Kind.RESTORE), 0) != cb.restored:
