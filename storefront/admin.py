@@ -1,4 +1,4 @@
-"""Operator pages for the shop. Packs are editable; orders and Stripe events are history, so read-only.
+"""Operator pages for the shop. Packs are editable; orders, disputes and Stripe events are history, so read-only.
 
 Corrections on an order each need their own permission: resending the voucher email
 (`storefront.resend_voucher_email`) now; refunding (`storefront.refund_order`) arrives with the refund service.
@@ -6,12 +6,14 @@ Each order links to its payment in Stripe's dashboard. Codes and Checkout Sessio
 shows the voucher) are masked for users without `vouchers.see_voucher_code`.
 """
 
+import csv
 import hashlib
 import logging
 
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -20,7 +22,8 @@ from django.urls import NoReverseMatch, path, reverse
 from django.utils.html import format_html
 
 from storefront.gallery import MAX_IMAGE_BYTES, sample_image_inspect
-from storefront.models import CreditPack, LegalPage, Order, SampleImage, StripeEvent
+from storefront.models import CreditPack, Dispute, LegalPage, Order, SampleImage, StripeEvent
+from storefront.selectors import dispute_generation_log
 from storefront.services import voucher_email_send
 from vouchers.admin import ReasonForm
 from vouchers.admin_base import GuardedAdmin, ReadOnlyAdmin, column, moment, require_perm, shown_code, shown_secret
@@ -102,6 +105,10 @@ class OrderAdmin(ReadOnlyAdmin):
             column(request, "Checkout Session", lambda o: shown_secret(request, o.stripe_session_id), css="session"),
             "payment_intent_id",
             "stripe_link",
+            "amount_paid",
+            "currency_paid",
+            "amount_refunded",
+            "problem",
             "created_at",
             "paid_at",
             "updated_at",
@@ -307,3 +314,80 @@ class SampleImageAdmin(admin.ModelAdmin):
     @admin.display(description="current image")
     def preview(self, sample: SampleImage) -> str:
         return self._img(sample, 200)
+
+
+@admin.register(Dispute)
+class DisputeAdmin(ReadOnlyAdmin):
+    """Chargebacks as Stripe reports them, what they did to the credits, and the evidence Stripe asks for."""
+
+    list_display = (
+        "stripe_dispute_id",
+        "order",
+        "status",
+        "reason",
+        "disputed_amount",
+        "evidence_due_by",
+        "credits_state",
+        "credits_frozen",
+        "evidence",
+    )
+    list_filter = ("status", "credits_state", "reason")
+    search_fields = ("=stripe_dispute_id", "=order__id", "order__email", "order__payment_intent_id")
+    date_hierarchy = "created_at"
+    list_select_related = ("order",)
+    fields = (
+        "stripe_dispute_id",
+        "order",
+        "status",
+        "reason",
+        "disputed_amount",
+        "evidence_due_by",
+        "credits_state",
+        "credits_frozen",
+        "evidence",
+        "created_at",
+        "updated_at",
+        "closed_at",
+    )
+
+    @admin.display(description="amount", ordering="amount")
+    def disputed_amount(self, dispute: Dispute) -> str:
+        return dispute.amount_display
+
+    @admin.display(description="evidence")
+    def evidence(self, dispute: Dispute) -> str:
+        url = reverse("admin:storefront_dispute_generation_log", args=[dispute.pk])
+        return format_html('<a href="{}">Generation log (CSV)</a>', url)
+
+    def get_urls(self):
+        own = [
+            path(
+                "<int:dispute_id>/generation-log.csv",
+                self.admin_site.admin_view(self.generation_log_csv),
+                name="storefront_dispute_generation_log",
+            )
+        ]
+        return own + super().get_urls()
+
+    def generation_log_csv(self, request: HttpRequest, dispute_id: int) -> HttpResponse:
+        """Every image the disputing member generated since redeeming the voucher: Stripe's usage evidence."""
+        dispute = get_object_or_404(Dispute.objects.select_related("order"), pk=dispute_id)
+        if not self.has_view_permission(request, dispute):
+            raise PermissionDenied
+        log = dispute_generation_log(dispute=dispute)
+        response = HttpResponse(content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="dispute-{dispute.stripe_dispute_id}-generations.csv"'
+        writer = csv.writer(response)
+        writer.writerow(["# dispute", dispute.stripe_dispute_id, "order", dispute.order_id])
+        writer.writerow(["# discord user id", log.discord_user_id or "", "voucher redeemed at", log.redeemed_at or ""])
+        writer.writerow(log.COLUMNS)
+        for row in log.rows:
+            writer.writerow([_csv_safe(value) for value in row])
+        return response
+
+
+def _csv_safe(value: object) -> object:
+    """Prompts are typed by members: never let a spreadsheet read one as a formula."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return "" if value is None else value

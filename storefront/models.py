@@ -1,9 +1,12 @@
-"""The shop's records: credit packs for sale, orders, and the Stripe events we have seen."""
+"""The shop's records: credit packs for sale, orders, their refunds and disputes, and the Stripe events we have seen."""
 
 from django.db import models
 from django.db.models import Q
 
-from storefront.money import format_money, format_unit_price
+from storefront.money import MAX_AMOUNT, SUPPORTED_CURRENCIES, format_money, format_unit_price
+
+# Generous, but far from anything that overflows a 32-bit column or a voucher (vouchers cap one movement at 1M).
+MAX_PACK_CREDITS = 1_000_000
 
 
 class CreditPack(models.Model):
@@ -21,10 +24,28 @@ class CreditPack(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(credits__gt=0), name="creditpack_credits_positive"),
             models.CheckConstraint(condition=Q(price_cents__gt=0), name="creditpack_price_positive"),
+            models.CheckConstraint(condition=Q(credits__lte=MAX_PACK_CREDITS), name="creditpack_credits_bounded"),
+            # Stripe refuses a unit_amount above 99,999,999 minor units.
+            models.CheckConstraint(condition=Q(price_cents__lte=MAX_AMOUNT), name="creditpack_price_bounded"),
+            models.CheckConstraint(condition=Q(currency__in=sorted(SUPPORTED_CURRENCIES)), name="creditpack_currency"),
         ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.credits} credits)"
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        self.currency = (self.currency or "").strip().lower()
+        errors = {}
+        if self.currency not in SUPPORTED_CURRENCIES:
+            errors["currency"] = "Use a three-letter currency code that Stripe supports, e.g. usd, eur, jpy."
+        if self.price_cents is not None and not 0 < self.price_cents <= MAX_AMOUNT:
+            errors["price_cents"] = f"The price must be 1 to {MAX_AMOUNT:,} in the currency's smallest unit."
+        if self.credits is not None and not 0 < self.credits <= MAX_PACK_CREDITS:
+            errors["credits"] = f"A pack holds 1 to {MAX_PACK_CREDITS:,} credits."
+        if errors:
+            raise ValidationError(errors)
 
     @property
     def price_display(self) -> str:
@@ -59,6 +80,13 @@ class Order(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     paid_at = models.DateTimeField(null=True, blank=True)
+    # What Stripe says was paid, recorded at fulfilment; `auditcredits` checks it equals amount and currency.
+    amount_paid = models.PositiveIntegerField(null=True, blank=True)
+    currency_paid = models.CharField(max_length=3, blank=True)
+    # Sum of this order's refunds that have not failed (minor units).
+    amount_refunded = models.PositiveIntegerField(default=0)
+    # Why a payment naming this order was not fulfilled (wrong amount, currency or mode), for an operator.
+    problem = models.TextField(blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -144,3 +172,60 @@ class SampleImage(models.Model):
 
     def __str__(self) -> str:
         return self.prompt[:60]
+
+
+class Refund(models.Model):
+    """One Stripe refund of an order's payment: what it clawed back, once, and given back once if it failed."""
+
+    FAILED_STATUSES = ("failed", "canceled")
+
+    stripe_refund_id = models.CharField(max_length=255, unique=True)
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="refunds")
+    amount = models.PositiveIntegerField()
+    status = models.CharField(max_length=32)  # Stripe's: pending, requires_action, succeeded, failed, canceled
+    credits = models.PositiveIntegerField(default=0)  # clawed back for it
+    applied_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Refund {self.stripe_refund_id} ({self.status})"
+
+
+class Dispute(models.Model):
+    """A chargeback (or inquiry) on an order's payment, as Stripe reports it, and what it did to the credits."""
+
+    OPEN_STATUSES = ("warning_needs_response", "warning_under_review", "needs_response", "under_review")
+    RETURNING_STATUSES = ("won", "warning_closed")  # closed in our favour: what was frozen is given back
+
+    class Credits(models.TextChoices):
+        NONE = "", "Not yet touched"
+        FROZEN = "frozen", "Frozen (taken back while the dispute is open)"
+        RETURNED = "returned", "Returned (dispute closed in our favour)"
+        FINAL = "final", "Taken for good (dispute lost)"
+
+    stripe_dispute_id = models.CharField(max_length=255, unique=True)
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="disputes")
+    status = models.CharField(max_length=32)
+    reason = models.CharField(max_length=64, blank=True)
+    amount = models.PositiveIntegerField()
+    currency = models.CharField(max_length=3)
+    evidence_due_by = models.DateTimeField(null=True, blank=True)
+    credits_state = models.CharField(max_length=16, choices=Credits.choices, blank=True, default=Credits.NONE)
+    credits_frozen = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Dispute {self.stripe_dispute_id} ({self.status})"
+
+    @property
+    def amount_display(self) -> str:
+        return format_money(self.amount, self.currency)

@@ -26,6 +26,8 @@ from storefront.models import Order
 logger = logging.getLogger(__name__)
 
 TEST_SESSION_PREFIX = "cs_localtest_"
+# Seconds either side of an order's creation in which its Checkout Session must have been created.
+SESSION_SEARCH_SLACK = 15 * 60
 PROVIDER_DOWN = (
     "We couldn't reach the payment provider just now. You have not been charged; please try again in a minute."
 )
@@ -39,13 +41,32 @@ class CheckoutSession:
     url: str
     status: str  # open | complete | expired
     payment_status: str  # paid | unpaid | no_payment_required
-    order_id: int | None  # our order, from client_reference_id (or metadata)
+    # Our order, from the session's metadata, which only an API call with our key can set. Never from
+    # client_reference_id: a Payment Link on the same Stripe account takes that from its URL.
+    order_id: int | None
     payment_intent_id: str = ""
     email: str = ""
+    mode: str = "payment"
+    amount_total: int | None = None
+    currency: str = ""
+    created: int = 0
+    # Before discounts and tax, and the two adjustments (Checkout's `total_details`), all in minor units.
+    amount_subtotal: int | None = None
+    amount_discount: int = 0
+    amount_tax: int = 0
 
     @property
     def is_paid(self) -> bool:
         return self.payment_status == "paid"
+
+
+@dataclass(frozen=True)
+class RefundInfo:
+    """One refund of a charge, as Stripe reports it."""
+
+    id: str
+    amount: int
+    status: str  # pending | requires_action | succeeded | failed | canceled
 
 
 class PaymentsBackend(Protocol):
@@ -54,6 +75,15 @@ class PaymentsBackend(Protocol):
     def session_retrieve(self, *, session_id: str) -> CheckoutSession: ...
 
     def session_for_payment(self, *, payment_intent_id: str) -> CheckoutSession | None: ...
+
+    def sessions_for_order(self, *, order: Order) -> list[CheckoutSession]: ...
+
+    def refunds_for_charge(self, *, charge_id: str) -> list[RefundInfo]: ...
+
+
+def _describe(exc: stripe.StripeError) -> str:
+    """What went wrong, for the log, without Stripe's message (it can quote a session id back to us)."""
+    return f"{type(exc).__name__} (HTTP {exc.http_status}, code {exc.code or '-'}, request {exc.request_id or '-'})"
 
 
 def _order_id(raw: object) -> int | None:
@@ -155,7 +185,7 @@ class StripeBackend:
                 options={"idempotency_key": idempotency_key(order)},
             )
         except stripe.StripeError as exc:
-            logger.warning("Stripe refused or failed a Checkout Session for order %s: %r", order.pk, exc)
+            logger.warning("Stripe refused or failed a Checkout Session for order %s: %s", order.pk, _describe(exc))
             raise CheckoutError(PROVIDER_DOWN, http_status=502) from exc
         return self._parse(session)
 
@@ -165,10 +195,10 @@ class StripeBackend:
         except stripe.InvalidRequestError as exc:
             if exc.http_status == 404:
                 raise CheckoutError("We don't know that checkout.", http_status=404) from exc
-            logger.warning("Stripe refused to retrieve session %s: %r", session_id, exc)
+            logger.warning("Stripe refused to retrieve a Checkout Session: %s", _describe(exc))
             raise CheckoutError(PROVIDER_DOWN, http_status=502) from exc
         except stripe.StripeError as exc:
-            logger.warning("Could not retrieve Checkout Session %s: %r", session_id, exc)
+            logger.warning("Could not retrieve a Checkout Session: %s", _describe(exc))
             raise CheckoutError(PROVIDER_DOWN, http_status=502) from exc
         return self._parse(session)
 
@@ -177,9 +207,44 @@ class StripeBackend:
         try:
             page = self._client().v1.checkout.sessions.list(params={"payment_intent": payment_intent_id, "limit": 1})
         except stripe.StripeError as exc:
-            logger.warning("Could not look up the session of payment %s: %r", payment_intent_id, exc)
+            logger.warning("Could not look up the session of a payment: %s", _describe(exc))
             raise CheckoutError(PROVIDER_DOWN, http_status=502) from exc
         return self._parse(page.data[0]) if page.data else None
+
+    def sessions_for_order(self, *, order: Order) -> list[CheckoutSession]:
+        """The Checkout Sessions whose metadata names this order (for an order whose session was never recorded).
+
+        Stripe cannot filter sessions by metadata (`checkout.sessions.list` filters by created, status, customer,
+        payment intent or link; there is no `search` for sessions), so this lists those created around the
+        order's own creation (a session is created within seconds of its order, retries included) and matches
+        our metadata.
+        """
+        created = int(order.created_at.timestamp())
+        params = {
+            "created": {"gte": created - SESSION_SEARCH_SLACK, "lte": created + SESSION_SEARCH_SLACK},
+            "limit": 100,
+        }
+        found = []
+        try:
+            page = self._client().v1.checkout.sessions.list(params=params)  # type: ignore[arg-type]
+            for session in page.auto_paging_iter():
+                parsed = self._parse(session)
+                if parsed.order_id == order.pk:
+                    found.append(parsed)
+        except stripe.StripeError as exc:
+            logger.warning("Could not list Checkout Sessions for order %s: %s", order.pk, _describe(exc))
+            raise CheckoutError(PROVIDER_DOWN, http_status=502) from exc
+        return found
+
+    def refunds_for_charge(self, *, charge_id: str) -> list[RefundInfo]:
+        """Every refund of a charge, fresh from Stripe (webhook payloads of charges no longer carry them)."""
+        try:
+            page = self._client().v1.refunds.list(params={"charge": charge_id, "limit": 100})
+            refunds = [refund_info(r.to_dict()) for r in page.auto_paging_iter()]
+        except stripe.StripeError as exc:
+            logger.warning("Could not list the refunds of a charge: %s", _describe(exc))
+            raise CheckoutError(PROVIDER_DOWN, http_status=502) from exc
+        return [r for r in refunds if r is not None]
 
     @staticmethod
     def _parse(session: stripe.checkout.Session) -> CheckoutSession:
@@ -190,15 +255,39 @@ class StripeBackend:
         intent = data.get("payment_intent")
         if isinstance(intent, dict):  # expanded
             intent = intent.get("id")
+        amount_total, amount_subtotal = data.get("amount_total"), data.get("amount_subtotal")
+        currency = data.get("currency") or ""
+        totals = data.get("total_details") or {}
+        # Adaptive Pricing shows the buyer a local currency; what we priced is the conversion's source.
+        conversion = data.get("currency_conversion") or {}
+        if conversion.get("source_currency"):
+            currency = conversion["source_currency"]
+            amount_total, amount_subtotal = conversion.get("amount_total"), conversion.get("amount_subtotal")
+            totals = conversion.get("total_details") or totals
         return CheckoutSession(
             id=data["id"],
             url=data.get("url") or "",
             status=data.get("status") or "",
             payment_status=data.get("payment_status") or "",
-            order_id=_order_id(data.get("client_reference_id")) or _order_id(metadata.get("order_id")),
+            order_id=_order_id(metadata.get("order_id")),
             payment_intent_id=intent or "",
             email=details.get("email") or data.get("customer_email") or "",
+            mode=data.get("mode") or "",
+            amount_total=amount_total if type(amount_total) is int else None,
+            currency=currency.lower(),
+            created=data.get("created") or 0,
+            amount_subtotal=amount_subtotal if type(amount_subtotal) is int else None,
+            amount_discount=totals.get("amount_discount") or 0,
+            amount_tax=totals.get("amount_tax") or 0,
         )
+
+
+def refund_info(data: dict[str, Any]) -> RefundInfo | None:
+    """A refund object (from a list or an event payload) in the shape the services use; None if malformed."""
+    refund_id, amount, status = data.get("id"), data.get("amount"), data.get("status")
+    if not (isinstance(refund_id, str) and 0 < len(refund_id) <= 255 and type(amount) is int and amount >= 0):
+        return None
+    return RefundInfo(id=refund_id, amount=amount, status=status if isinstance(status, str) else "")
 
 
 class TestModeBackend:
@@ -224,6 +313,12 @@ class TestModeBackend:
         """Test-mode payments are never refunded by Stripe; a paid order already carries its payment id."""
         return None
 
+    def sessions_for_order(self, *, order: Order) -> list[CheckoutSession]:
+        return []  # a test-mode session is recorded on its order when it is made, in the same process
+
+    def refunds_for_charge(self, *, charge_id: str) -> list[RefundInfo]:
+        return []
+
     def session_paid(self, *, order: Order, email: str = "") -> CheckoutSession:
         """The session as the test checkout page's Pay button leaves it: complete and paid."""
         return self._session(order, paid=True, email=email)
@@ -239,6 +334,10 @@ class TestModeBackend:
             order_id=order.pk,
             payment_intent_id=f"pi_localtest_{order.pk}" if paid else "",
             email=email or order.email,
+            mode="payment",
+            amount_total=order.amount_cents,
+            currency=order.currency,
+            amount_subtotal=order.amount_cents,
         )
 
 

@@ -1,6 +1,6 @@
 """Reads the storefront's views share."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from fractions import Fraction
 
@@ -10,7 +10,8 @@ from django.urls import reverse
 from django.utils.safestring import SafeString
 
 from storefront.legal import DEFAULT_BODIES, DEFAULT_TITLES, legal_fill, legal_render
-from storefront.models import CreditPack, LegalPage, Order, SampleImage
+from storefront.models import CreditPack, Dispute, LegalPage, Order, SampleImage
+from vouchers.models import Voucher
 from vouchers.pricing import images_for_credits
 
 
@@ -159,4 +160,58 @@ def orders_in_period(*, start: datetime, end: datetime) -> QuerySet[Order]:
         Order.objects.filter(created_at__gte=start, created_at__lt=end)
         .select_related("pack", "voucher")
         .order_by("created_at", "id")
+    )
+
+
+@dataclass(frozen=True)
+class GenerationLog:
+    """The disputing member's generations since they redeemed the disputed voucher (empty if never redeemed)."""
+
+    COLUMNS = (
+        "generation id",
+        "requested at (UTC)",
+        "started at",
+        "finished at",
+        "status",
+        "credits",
+        "prompt",
+        "size",
+        "quality",
+        "model",
+        "discord channel id",
+        "discord message id",
+        "error",
+    )
+
+    discord_user_id: int | None
+    redeemed_at: datetime | None
+    rows: list[tuple] = field(default_factory=list)
+
+
+def dispute_generation_log(*, dispute: Dispute) -> GenerationLog:
+    voucher = Voucher.objects.filter(order_id=dispute.order_id).select_related("redeemed_by").first()
+    if voucher is None or voucher.redeemed_by is None:
+        return GenerationLog(discord_user_id=None, redeemed_at=None)
+    # Through the account's reverse relation: the shop reads the bot's records without importing the bot.
+    generations = voucher.redeemed_by.generations.filter(created_at__gte=voucher.redeemed_at).order_by("created_at")
+    rows = [
+        tuple(row)
+        for row in generations.values_list(
+            "pk",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "status",
+            "cost",
+            "prompt",
+            "size",
+            "quality",
+            "model",
+            "channel_id",
+            "message_id",
+            "error",
+        )
+    ]
+    return GenerationLog(
+        discord_user_id=voucher.redeemed_by.discord_user_id, redeemed_at=voucher.redeemed_at, rows=rows
     )

@@ -10,10 +10,16 @@ Views and webhook handlers only parse input and call one of these. The rules tha
   claimed by one conditional UPDATE (pending/expired/failed -> paid) and the voucher is issued in the same
   short transaction, behind the unique `Voucher.order` one-to-one. Everyone who loses the claim reads the
   winner's voucher. Email goes out only after that transaction commits.
+- Only what was paid for: the session must name the order in its metadata (which only our key can set) and
+  its mode, amount and currency must match the order. A mismatch issues nothing and is kept on the order.
+- Nothing paid is given away: every refund (per Stripe refund id) and every dispute takes back what the payment
+  bought through `vouchers.services.voucher_claw_back`, and gives it back once if the refund fails or the
+  dispute is won.
 """
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -21,26 +27,43 @@ from django.core.exceptions import ValidationError
 from django.core.mail import EmailMultiAlternatives
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
 from storefront.context_processors import shop_context
 from storefront.errors import CheckoutError
-from storefront.models import CreditPack, Order, StripeEvent
-from storefront.payments import CheckoutSession, TestModeBackend, payments_backend, payments_test_mode
+from storefront.models import CreditPack, Dispute, Order, Refund, StripeEvent
+from storefront.payments import (
+    CheckoutSession,
+    RefundInfo,
+    TestModeBackend,
+    payments_backend,
+    payments_test_mode,
+)
 from storefront.tokens import BuyTokenError, buy_token_open
 from vouchers.errors import VoucherError
 from vouchers.models import Voucher
-from vouchers.services import PaymentRefundOutcome, voucher_issue, voucher_payment_refunded, voucher_redeem
+from vouchers.services import voucher_claw_back, voucher_claw_back_return, voucher_issue, voucher_redeem
 
 logger = logging.getLogger(__name__)
 
-UNKNOWN_CHECKOUT = "We don't know that checkout. If you paid, your voucher is in your email."
+UNKNOWN_CHECKOUT = (
+    "We don't know that checkout (yet). If you just paid, your voucher is emailed to you and shows here within a few"
+    " minutes."
+)
+MISMATCH = "We couldn't match this payment to its order. Please contact support; nothing is lost."
+# The longest email the order can keep (EmailField's default); a longer one is dropped, never fatal.
+MAX_EMAIL_LENGTH = Order._meta.get_field("email").max_length
 # A paid session may settle an order we had given up on (the money is real); never a refunded one.
 _CLAIMABLE = (Order.Status.PENDING, Order.Status.EXPIRED, Order.Status.FAILED)
 MAX_ERROR_TEXT = 4000
+# Stripe Checkout Sessions expire 24 hours after creation unless told otherwise (we never set expires_at).
+CHECKOUT_LIFETIME = timedelta(hours=24, minutes=30)
+# An order with no session this long after it was created will never get one (see orders_reconcile).
+ORPHAN_AFTER = timedelta(minutes=30)
+RECONCILE_BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -132,6 +155,21 @@ def order_fulfill(*, session_id: str) -> Fulfilment:
     return _fulfill(session=session)
 
 
+def order_success_lookup(*, session_id: str) -> Fulfilment:
+    """The success page: our own records first, Stripe only for an order of ours still waiting for its payment.
+
+    An id we never recorded costs no Stripe call (anyone can type one); a paid order's reload costs none either.
+    A session we never recorded (its creation timed out) is settled by the webhook or `reconcileorders`.
+    """
+    order = Order.objects.filter(stripe_session_id=session_id).first() if isinstance(session_id, str) else None
+    if order is None or not 0 < len(session_id) <= 255:
+        raise CheckoutError(UNKNOWN_CHECKOUT, http_status=404)
+    voucher = Voucher.objects.filter(order=order).first()
+    if voucher is not None:
+        return Fulfilment(order=order, voucher=voucher, issued_now=False)
+    return order_fulfill(session_id=session_id)
+
+
 def order_test_pay(*, session_id: str, email: str = "") -> Fulfilment:
     """The test-mode checkout page's Pay button: the same fulfilment, with a session the test backend says is paid.
 
@@ -151,39 +189,82 @@ def order_test_pay(*, session_id: str, email: str = "") -> Fulfilment:
     return _fulfill(session=TestModeBackend().session_paid(order=order, email=email))
 
 
+class PaymentMismatch(CheckoutError):
+    """A session names one of our orders but did not pay for it (amount, currency or mode differ)."""
+
+    def __init__(self) -> None:
+        super().__init__(MISMATCH, http_status=409)
+
+
 def _order_for_session(session: CheckoutSession) -> Order:
+    """Our order behind a session: named in its metadata (or, for an old session, recorded on the order)."""
     order = Order.objects.filter(pk=session.order_id).first() if session.order_id else None
     if order is None:
         order = Order.objects.filter(stripe_session_id=session.id).first()
     if order is None:
         raise CheckoutError(UNKNOWN_CHECKOUT, http_status=404)
     if order.stripe_session_id and order.stripe_session_id != session.id:
-        # Another integration on the same Stripe account may reuse client_reference_id values.
-        logger.error("Session %s names order %s, which belongs to another session.", session.id, order.pk)
+        logger.error("A Checkout Session names order %s, which belongs to another session.", order.pk)
         raise CheckoutError(UNKNOWN_CHECKOUT, http_status=404)
     return order
+
+
+def session_payment_problem(*, session: CheckoutSession, order: Order) -> str:
+    """Why this session did not pay for this order ("" when it did). Discounts and tax are Stripe's to add."""
+    if session.mode != "payment":
+        return f"session mode is {session.mode or 'missing'}, not payment"
+    if session.currency != order.currency.lower():
+        return f"session currency is {session.currency or 'missing'}, order currency {order.currency}"
+    subtotal = session.amount_subtotal if session.amount_subtotal is not None else session.amount_total
+    if subtotal != order.amount_cents:
+        return f"session amount is {subtotal}, order amount {order.amount_cents}"
+    net = order.amount_cents - session.amount_discount
+    if session.amount_total not in (net, net + session.amount_tax):  # tax included in the price, or added
+        return f"session total is {session.amount_total}, expected {net} (+ tax {session.amount_tax})"
+    return ""
+
+
+def _order_note_problem(*, order: Order, problem: str) -> None:
+    Order.objects.filter(pk=order.pk).exclude(problem=problem).update(problem=problem, updated_at=timezone.now())
+    logger.error("A payment naming order %s was not fulfilled: %s.", order.pk, problem)
 
 
 def _fulfill(*, session: CheckoutSession) -> Fulfilment:
     order = _order_for_session(session)
     if not session.is_paid:
         if session.status == "expired":
-            order_mark_expired(session_id=session.id)
+            _order_expire(order_id=order.pk, session_id=session.id)
             order.refresh_from_db()
         return Fulfilment(order=order, voucher=Voucher.objects.filter(order=order).first(), issued_now=False)
+    problem = session_payment_problem(session=session, order=order)
+    if problem:
+        _order_note_problem(order=order, problem=problem)
+        raise PaymentMismatch()
 
     issued_now = False
     now = timezone.now()
-    updates: dict = {"status": Order.Status.PAID, "paid_at": now, "updated_at": now}
+    updates: dict = {
+        "status": Order.Status.PAID,
+        "paid_at": now,
+        "updated_at": now,
+        "amount_paid": order.amount_cents,
+        "currency_paid": session.currency,
+        "stripe_session_id": session.id,
+    }
     if session.payment_intent_id:
         updates["payment_intent_id"] = session.payment_intent_id
-    if session.email:
+    if session.email and len(session.email) <= MAX_EMAIL_LENGTH:
         updates["email"] = session.email
-    if not order.stripe_session_id:
-        updates["stripe_session_id"] = session.id
+    elif session.email:
+        # The voucher is still on the success page; never fail a paid order over an address we can't keep.
+        logger.warning("Order %s: the buyer's email is too long to keep; no email is sent.", order.pk)
     # One short transaction: the claim, the voucher, the optional redeem. No network inside.
     with transaction.atomic():
-        claimed = Order.objects.filter(pk=order.pk, status__in=_CLAIMABLE).update(**updates)
+        claimed = (
+            Order.objects.filter(pk=order.pk, status__in=_CLAIMABLE)
+            .filter(Q(stripe_session_id__isnull=True) | Q(stripe_session_id=session.id))
+            .update(**updates)
+        )
         if claimed:
             try:
                 voucher = voucher_issue(credits=order.credits, order=order, note=f"Order #{order.pk}")
@@ -250,6 +331,15 @@ def order_mark_expired(*, session_id: str) -> bool:
     )
 
 
+def _order_expire(*, order_id: int, session_id: str) -> bool:
+    """Expire a pending order whose session (recorded or not yet) expired unpaid."""
+    return bool(
+        Order.objects.filter(pk=order_id, status=Order.Status.PENDING)
+        .filter(Q(stripe_session_id__isnull=True) | Q(stripe_session_id=session_id))
+        .update(status=Order.Status.EXPIRED, updated_at=timezone.now())
+    )
+
+
 def order_mark_failed(*, session_id: str) -> bool:
     """A delayed payment (bank debit and the like) failed. Only a pending order changes."""
     return bool(
@@ -259,15 +349,12 @@ def order_mark_failed(*, session_id: str) -> bool:
     )
 
 
-def order_refund(*, payment_intent_id: str, fully_refunded: bool, memo: str = "") -> PaymentRefundOutcome | None:
-    """A charge was refunded: mark its order refunded and void its voucher, or claw back what is left of it.
+def _order_for_payment(*, payment_intent_id: str) -> Order | None:
+    """Our paid order behind a PaymentIntent, fulfilling it first when its fulfilment has not landed yet.
 
-    Only full refunds change anything; a partial refund is a goodwill gesture the operator settles by hand.
-    Idempotent (the voucher's `refunded_at` is claimed once). None when there was nothing to do.
-
-    A refund can arrive before the order's fulfilment landed (its webhook failing, the buyer never back on the
-    success page). Then the payment's Checkout Session is looked up at the backend and fulfilled first, so the
-    order ends refunded with its one voucher void, and a fulfilment arriving later finds nothing left to do.
+    A refund or dispute can arrive before the order's fulfilment (its webhook failing, the buyer never back on
+    the success page). Then the payment's Checkout Session is looked up at the backend and fulfilled first, so
+    the refund or dispute finds the one voucher to act on, and a fulfilment arriving later has nothing left to do.
     """
     if not payment_intent_id:
         return None
@@ -278,24 +365,239 @@ def order_refund(*, payment_intent_id: str, fully_refunded: bool, memo: str = ""
             try:
                 order = _fulfill(session=session).order
             except CheckoutError as exc:
-                if exc.http_status != 404:
+                if exc.http_status not in (404, 409):
                     raise
     if order is None:
-        logger.warning("Refund for payment %s, which is not one of our orders; ignored.", payment_intent_id)
+        logger.warning("Refund or dispute of a payment that is not one of our orders; ignored.")
+    return order
+
+
+def _voucher_of(order: Order) -> Voucher:
+    voucher = Voucher.objects.filter(order=order).first()
+    if voucher is None:  # an unpaid order (a mismatched payment): refuse loudly, Stripe retries, an operator looks
+        raise CheckoutError(f"Order {order.pk} has no voucher to take back.", http_status=409)
+    return voucher
+
+
+def order_refunds_sync(*, payment_intent_id: str, charge_id: str) -> list[Refund]:
+    """`charge.refunded` (full or partial): apply every refund of the charge, as Stripe lists them now."""
+    order = _order_for_payment(payment_intent_id=payment_intent_id)
+    if order is None or not charge_id:
+        return []
+    refunds = payments_backend().refunds_for_charge(charge_id=charge_id)
+    return [order_refund_apply(order_id=order.pk, refund=refund) for refund in refunds]
+
+
+def order_refund_update(*, payment_intent_id: str, refund: RefundInfo) -> Refund | None:
+    """One refund changed (`charge.refund.updated`, `refund.*`): apply it, or give back its clawback if it failed."""
+    order = _order_for_payment(payment_intent_id=payment_intent_id)
+    if order is None:
         return None
-    if not fully_refunded:
-        logger.warning("Order %s was partially refunded; its voucher is left as it is.", order.pk)
-        return None
+    return order_refund_apply(order_id=order.pk, refund=refund)
+
+
+def order_refund_apply(*, order_id: int, refund: RefundInfo) -> Refund:
+    """Record one Stripe refund of an order and take back its share of the credits, once; give it back if it failed.
+
+    Pro rata and cumulative: after refunds totalling R of an amount A, `floor(credits * R / A)` credits are
+    taken in all (all of them once A is refunded). Each refund takes what brings the total there, so a refund
+    redelivered, or delivered again inside `charge.refunded`, takes nothing more. A failed or canceled refund
+    is final: it gives back exactly what its clawback took, once, and a late "succeeded" for it is ignored.
+    The order row is locked first, so two refunds of one order are worked out one after the other.
+    """
+    failed = refund.status in Refund.FAILED_STATUSES
     with transaction.atomic():
-        Order.objects.filter(pk=order.pk, status=Order.Status.PAID).update(
-            status=Order.Status.REFUNDED, updated_at=timezone.now()
+        order = Order.objects.select_for_update().get(pk=order_id)
+        record, _ = Refund.objects.get_or_create(
+            stripe_refund_id=refund.id, defaults={"order": order, "amount": refund.amount, "status": refund.status}
         )
-        voucher = Voucher.objects.filter(order=order).first()
-        if voucher is None:  # cannot happen for a paid order; refuse loudly rather than half-refund
-            raise CheckoutError(f"Order {order.pk} has no voucher to refund.", http_status=409)
-        outcome = voucher_payment_refunded(voucher_id=voucher.pk, memo=memo or f"Order #{order.pk} refunded")
-    logger.info("Order %s refunded: %s", order.pk, outcome)
-    return outcome
+        if record.order_id != order.pk:
+            raise CheckoutError(f"Refund {refund.id} belongs to another order.", http_status=409)
+        if record.failed_at is not None:
+            return record  # failed is final
+        now = timezone.now()
+        if failed:
+            Refund.objects.filter(pk=record.pk).update(status=refund.status, failed_at=now)
+            if record.applied_at is not None and record.credits:
+                voucher_claw_back_return(cause=refund_cause(refund.id), memo=f"Refund of order #{order.pk} failed")
+        elif record.applied_at is None:
+            voucher = _voucher_of(order)
+            in_force = Refund.objects.filter(order=order, failed_at__isnull=True)
+            refunded = sum(in_force.values_list("amount", flat=True))
+            taken = sum(in_force.exclude(pk=record.pk).values_list("credits", flat=True))
+            target = order.credits if refunded >= order.amount_cents else order.credits * refunded // order.amount_cents
+            credits = 0
+            if target > taken:
+                clawback = voucher_claw_back(
+                    voucher_id=voucher.pk,
+                    credits=target - taken,
+                    cause=refund_cause(refund.id),
+                    memo=f"Order #{order.pk} refunded ({refund.amount} of {order.amount_cents})",
+                )
+                credits = clawback.credits if clawback is not None else 0
+            Refund.objects.filter(pk=record.pk).update(status=refund.status, credits=credits, applied_at=now)
+        else:
+            Refund.objects.filter(pk=record.pk).update(status=refund.status)
+        refunded = sum(Refund.objects.filter(order=order, failed_at__isnull=True).values_list("amount", flat=True))
+        status = order.status
+        if order.status in (Order.Status.PAID, Order.Status.REFUNDED):
+            status = Order.Status.REFUNDED if refunded >= order.amount_cents else Order.Status.PAID
+        Order.objects.filter(pk=order.pk).update(amount_refunded=refunded, status=status, updated_at=now)
+    record.refresh_from_db()
+    logger.info("Order %s: refund %s is %s; %s credits taken back.", order.pk, record.pk, record.status, record.credits)
+    return record
+
+
+def refund_cause(refund_id: str) -> str:
+    return f"refund {refund_id}"[:120]
+
+
+def dispute_cause(dispute_id: str) -> str:
+    return f"dispute {dispute_id}"[:120]
+
+
+@dataclass(frozen=True)
+class DisputeInfo:
+    """A Stripe dispute object, as the webhook hands it over."""
+
+    id: str
+    payment_intent_id: str
+    status: str
+    reason: str
+    amount: int
+    currency: str
+    evidence_due_by: int | None
+
+
+def order_dispute_update(*, dispute: DisputeInfo) -> Dispute | None:
+    """Any `charge.dispute.*` event: keep the dispute's record and act on its status.
+
+    Open (any of Stripe's open or inquiry statuses): freeze what the payment bought, once: an unredeemed voucher
+    is voided, a redeemed one's credits are taken back (what cannot be taken now is owed). Won (or an inquiry
+    closed): give back exactly what was frozen, once. Lost: the freeze is final (frozen now if it never was).
+    A closed status is final: a stale event of an earlier status arriving later changes nothing.
+    """
+    order = _order_for_payment(payment_intent_id=dispute.payment_intent_id)
+    if order is None:
+        return None
+    closed = dispute.status in Dispute.RETURNING_STATUSES or dispute.status == "lost"
+    due = datetime.fromtimestamp(dispute.evidence_due_by, tz=UTC) if dispute.evidence_due_by is not None else None
+    with transaction.atomic():
+        Order.objects.select_for_update().filter(pk=order.pk).first()  # one dispute event of an order at a time
+        record, _ = Dispute.objects.get_or_create(
+            stripe_dispute_id=dispute.id,
+            defaults={
+                "order": order,
+                "status": dispute.status,
+                "reason": dispute.reason[:64],
+                "amount": dispute.amount,
+                "currency": dispute.currency[:3],
+                "evidence_due_by": due,
+            },
+        )
+        if record.order_id != order.pk:
+            raise CheckoutError(f"Dispute {dispute.id} belongs to another order.", http_status=409)
+        now = timezone.now()
+        if record.closed_at is None:
+            Dispute.objects.filter(pk=record.pk).update(
+                status=dispute.status,
+                reason=dispute.reason[:64],
+                amount=dispute.amount,
+                evidence_due_by=due,
+                closed_at=now if closed else None,
+                updated_at=now,
+            )
+            record.refresh_from_db()
+        state, frozen = record.credits_state, record.credits_frozen
+        if record.status in Dispute.RETURNING_STATUSES:
+            if state == Dispute.Credits.FROZEN:
+                voucher_claw_back_return(
+                    cause=dispute_cause(record.stripe_dispute_id), memo=f"Dispute of order #{order.pk} won"
+                )
+            if state in (Dispute.Credits.NONE, Dispute.Credits.FROZEN):
+                state = Dispute.Credits.RETURNED
+        elif state == Dispute.Credits.NONE:
+            clawback = voucher_claw_back(
+                voucher_id=_voucher_of(order).pk,
+                credits=order.credits,
+                cause=dispute_cause(record.stripe_dispute_id),
+                memo=f"Order #{order.pk} disputed ({record.reason or 'no reason given'})",
+            )
+            frozen = clawback.credits if clawback is not None else 0
+            state = Dispute.Credits.FINAL if record.status == "lost" else Dispute.Credits.FROZEN
+        elif state == Dispute.Credits.FROZEN and record.status == "lost":
+            state = Dispute.Credits.FINAL
+        Dispute.objects.filter(pk=record.pk).update(credits_state=state, credits_frozen=frozen)
+    record.refresh_from_db()
+    logger.info("Order %s: dispute %s is %s; credits %s.", order.pk, record.pk, record.status, record.credits_state)
+    return record
+
+
+# --- Orphans: orders whose fate Stripe knows and we don't -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    checked: int
+    paid: int
+    expired: int
+    problems: int
+
+
+def orders_reconcile(*, now: datetime | None = None) -> Reconciliation:
+    """Settle orders left behind: those without a recorded session, and pending ones past Checkout's expiry.
+
+    For an order without a session, the sessions created around it that name it in their metadata are
+    looked up at Stripe; a paid one fulfils the order, none (once no session can still appear) expires it.
+    A pending order past Checkout's 24-hour expiry is settled from its own session. Safe to run at any time
+    and from several places at once: everything it calls is idempotent. Network calls are made outside
+    any transaction.
+    """
+    now = now or timezone.now()
+    backend = payments_backend()
+    checked = paid = expired = problems = 0
+    # A session is created within the checkout request (bounded by the Stripe call budget), so an order with
+    # no session after ORPHAN_AFTER will never get one.
+    orphans = Order.objects.filter(
+        status=Order.Status.PENDING, stripe_session_id__isnull=True, created_at__lt=now - ORPHAN_AFTER
+    )
+    stale = Order.objects.filter(
+        status=Order.Status.PENDING, stripe_session_id__isnull=False, created_at__lt=now - CHECKOUT_LIFETIME
+    )
+    for order in list(orphans.order_by("pk")[:RECONCILE_BATCH]) + list(stale.order_by("pk")[:RECONCILE_BATCH]):
+        checked += 1
+        try:
+            if order.stripe_session_id:
+                sessions = [backend.session_retrieve(session_id=order.stripe_session_id)]
+            else:
+                sessions = []
+                for session in backend.sessions_for_order(order=order):
+                    problem = session_payment_problem(session=session, order=order)
+                    if problem:  # names the order but did not pay for it: kept for an operator, never settles it
+                        _order_note_problem(order=order, problem=problem)
+                    else:
+                        sessions.append(session)
+                if len(sessions) == 1:  # found: from now on it is checked like any other order's session
+                    Order.objects.filter(pk=order.pk, stripe_session_id__isnull=True).update(
+                        stripe_session_id=sessions[0].id, updated_at=timezone.now()
+                    )
+            outcome = None
+            for session in sorted(sessions, key=lambda s: not s.is_paid):  # a paid one first
+                outcome = _fulfill(session=session)
+                if outcome.paid:
+                    break
+            if outcome is not None and outcome.paid:
+                paid += 1
+                continue
+            if not sessions or all(s.status == "expired" for s in sessions):
+                if Order.objects.filter(pk=order.pk, status=Order.Status.PENDING).update(
+                    status=Order.Status.EXPIRED, updated_at=timezone.now()
+                ):
+                    expired += 1
+        except CheckoutError as exc:
+            problems += 1
+            logger.warning("Could not reconcile order %s: %s", order.pk, exc.message)
+    return Reconciliation(checked=checked, paid=paid, expired=expired, problems=problems)
 
 
 # --- Stripe events --------------------------------------------------------------------------------------

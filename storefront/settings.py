@@ -185,6 +185,11 @@ PAYMENTS_BACKEND = env.str("PAYMENTS_BACKEND", default="test" if DEBUG and not S
 # Bounds on each call to Stripe, so a slow or unreachable Stripe cannot hold a buyer's request for minutes.
 STRIPE_TIMEOUT_SECONDS = env.float("STRIPE_TIMEOUT_SECONDS", default=20)
 STRIPE_MAX_NETWORK_RETRIES = env.int("STRIPE_MAX_NETWORK_RETRIES", default=2)
+# Per-client limits, "requests/seconds", counted in CACHE_URL (use Redis when there is more than one web process).
+CHECKOUT_RATE_LIMIT = env.str("CHECKOUT_RATE_LIMIT", default="10/60")
+SUCCESS_PAGE_RATE_LIMIT = env.str("SUCCESS_PAGE_RATE_LIMIT", default="60/60")
+# Proxies in front of the web server that append the client's address to X-Forwarded-For (1 behind an ALB).
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 
 # --- The shop's public face ----------------------------------------------------------------------------
 # Shown in the header, page titles, emails and on Stripe Checkout.
@@ -252,7 +257,15 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Request lines without their query strings: success-page session ids and /buy tokens travel there.
+    "filters": {"no_query_strings": {"()": "storefront.logfilters.StripQueryStrings"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["no_query_strings"]}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"discord": {"level": "WARNING"}, "django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "discord": {"level": "WARNING"},
+        "django.db.backends": {"level": "WARNING"},
+        # stripe-python logs every request's URL at INFO, and a retrieve's URL holds the Checkout Session id.
+        "stripe": {"level": "WARNING"},
+        "urllib3": {"level": "WARNING"},  # the same URLs, at DEBUG, under stripe-python's HTTP client
+    },
 }

@@ -18,13 +18,33 @@ from storefront.context_processors import shop_context
 from storefront.errors import CheckoutError
 from storefront.models import LegalPage, Order
 from storefront.payments import payments_test_mode
+from storefront.ratelimit import Limit, rate_limit_exceeded
 from storefront.tokens import BuyFor, BuyTokenError, buy_token_open
 from vouchers.pricing import price_qualities, price_range, price_table
 
 logger = logging.getLogger(__name__)
 
-# How often the "payment processing" page reloads itself (seconds).
+# The "payment processing" page reloads itself after 5 s, then waits twice as long each time up to a minute,
+# and stops reloading after MAX_REFRESHES (about a quarter of an hour); "Check now" still works.
 PENDING_REFRESH_SECONDS = 5
+MAX_REFRESH_SECONDS = 60
+MAX_REFRESHES = 15
+
+
+def _refresh_after(attempt: int) -> int | None:
+    if attempt >= MAX_REFRESHES:
+        return None
+    return min(PENDING_REFRESH_SECONDS * 2 ** min(attempt, 10), MAX_REFRESH_SECONDS)
+
+
+def _too_many(request: HttpRequest, *, scope: str, setting: str) -> HttpResponse | None:
+    retry_after = rate_limit_exceeded(request, scope=scope, limit=Limit.parse(getattr(settings, setting)))
+    if not retry_after:
+        return None
+    message = f"Too many requests from your connection. Please wait {retry_after} seconds and try again."
+    response = _page(request, "storefront/checkout_error.html", {"message": message}, status=429)
+    response["Retry-After"] = str(retry_after)
+    return response
 
 
 def _page(request: HttpRequest, template: str, context: dict, *, status: int = 200) -> HttpResponse:
@@ -77,6 +97,9 @@ def checkout(request: HttpRequest) -> HttpResponse:
         # A reload or a shared link of /checkout/: nothing to do here but pick a pack.
         buy_token, buy_for, _ = _buy_token(request.GET)
         return HttpResponseRedirect(packs_url(buy_token if buy_for else ""), status=303)
+    limited = _too_many(request, scope="checkout", setting="CHECKOUT_RATE_LIMIT")
+    if limited:
+        return limited
     try:
         start = services.checkout_start(pack_id=request.POST.get("pack"), buy_token=request.POST.get("for", "").strip())
     except CheckoutError as exc:
@@ -90,14 +113,23 @@ def checkout(request: HttpRequest) -> HttpResponse:
 @never_cache
 @require_GET
 def checkout_success(request: HttpRequest) -> HttpResponse:
+    limited = _too_many(request, scope="success", setting="SUCCESS_PAGE_RATE_LIMIT")
+    if limited:
+        return limited
     session_id = request.GET.get("session_id", "")
+    attempt = request.GET.get("n", "")
+    attempt = int(attempt) if attempt.isdigit() and len(attempt) < 4 else 0
+    refresh = _refresh_after(attempt)
+    refresh_url = "?" + urlencode({"session_id": session_id, "n": attempt + 1})
     try:
-        result = services.order_fulfill(session_id=session_id)
+        result = services.order_success_lookup(session_id=session_id)
     except CheckoutError as exc:
         if exc.http_status == 404:
             return _page(request, "storefront/order_unknown.html", {"message": exc.message}, status=404)
+        if exc.http_status == 409:
+            return _page(request, "storefront/checkout_error.html", {"message": exc.message}, status=409)
         # Stripe could not be asked: the payment may well be fine, so keep checking.
-        context = {"state": "unconfirmed", "message": exc.message, "refresh": PENDING_REFRESH_SECONDS}
+        context = {"state": "unconfirmed", "message": exc.message, "refresh": refresh, "refresh_url": refresh_url}
         return _page(request, "storefront/success.html", context, status=exc.http_status)
     order = result.order
     if result.voucher is not None:
@@ -111,7 +143,8 @@ def checkout_success(request: HttpRequest) -> HttpResponse:
         "order": order,
         "voucher": result.voucher,
         "redeemed_to_discord": result.redeemed_to_discord,
-        "refresh": PENDING_REFRESH_SECONDS if state == "processing" else None,
+        "refresh": refresh if state == "processing" else None,
+        "refresh_url": refresh_url,
         # Promotion codes and tax can make the charge differ from the pack's price; Stripe's receipt has it.
         "charge_may_differ": settings.STRIPE_CHECKOUT_PROMOTION_CODES or settings.STRIPE_CHECKOUT_AUTOMATIC_TAX,
     }

@@ -16,11 +16,15 @@ from typing import Any
 from django.http import HttpResponse
 
 from storefront.errors import CheckoutError
+from storefront.payments import refund_info
 from storefront.services import (
+    DisputeInfo,
+    order_dispute_update,
     order_fulfill,
     order_mark_expired,
     order_mark_failed,
-    order_refund,
+    order_refund_update,
+    order_refunds_sync,
     stripe_event_claim,
     stripe_event_failed,
     stripe_event_succeeded,
@@ -33,10 +37,11 @@ def _checkout_paid_maybe(session: dict[str, Any]) -> None:
     try:
         order_fulfill(session_id=session["id"])
     except CheckoutError as exc:
-        if exc.http_status != 404:
+        # 404: a session that is not ours (another integration on the same Stripe account): nothing to do.
+        # 409: it names our order but did not pay for it; kept on the order for an operator. Retrying can't help.
+        if exc.http_status not in (404, 409):
             raise
-        # A session that is not ours (another integration on the same Stripe account): nothing to do.
-        logger.warning("Webhook for Checkout Session %s, which is not one of our orders.", session["id"])
+        logger.warning("Webhook for a Checkout Session that fulfils none of our orders (%s).", exc.http_status)
 
 
 def _checkout_expired(session: dict[str, Any]) -> None:
@@ -47,15 +52,39 @@ def _checkout_failed(session: dict[str, Any]) -> None:
     order_mark_failed(session_id=session["id"])
 
 
+def _id_of(value: object) -> str:
+    if isinstance(value, dict):  # expanded
+        value = value.get("id")
+    return value if isinstance(value, str) and len(value) <= 255 else ""
+
+
 def _charge_refunded(charge: dict[str, Any]) -> None:
-    intent = charge.get("payment_intent") or ""
-    if isinstance(intent, dict):  # expanded
-        intent = intent.get("id") or ""
-    order_refund(
-        payment_intent_id=intent,
-        fully_refunded=charge.get("refunded") is True,
-        memo=f"Stripe refund of charge {charge.get('id', '?')}",
+    # Fires for partial refunds too; the refunds themselves are listed from Stripe (idempotent per refund id).
+    order_refunds_sync(payment_intent_id=_id_of(charge.get("payment_intent")), charge_id=_id_of(charge.get("id")))
+
+
+def _refund_changed(refund: dict[str, Any]) -> None:
+    info = refund_info(refund)
+    if info is None:
+        raise ValueError("refund object without id, amount or status")
+    order_refund_update(payment_intent_id=_id_of(refund.get("payment_intent")), refund=info)
+
+
+def _dispute_changed(dispute: dict[str, Any]) -> None:
+    due = (dispute.get("evidence_details") or {}).get("due_by")
+    amount = dispute.get("amount")
+    info = DisputeInfo(
+        id=_id_of(dispute.get("id")),
+        payment_intent_id=_id_of(dispute.get("payment_intent")),
+        status=str(dispute.get("status") or ""),
+        reason=str(dispute.get("reason") or ""),
+        amount=amount if type(amount) is int and amount >= 0 else 0,
+        currency=str(dispute.get("currency") or ""),
+        evidence_due_by=due if type(due) is int else None,
     )
+    if not info.id or not info.status:
+        raise ValueError("dispute object without id or status")
+    order_dispute_update(dispute=info)
 
 
 HANDLERS: dict[str, Callable[[dict[str, Any]], None]] = {
@@ -66,6 +95,17 @@ HANDLERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "checkout.session.async_payment_failed": _checkout_failed,
     "checkout.session.expired": _checkout_expired,
     "charge.refunded": _charge_refunded,
+    # A refund's later life: it may fail (bank account closed) or be canceled; its clawback is given back.
+    "charge.refund.updated": _refund_changed,
+    "refund.created": _refund_changed,
+    "refund.updated": _refund_changed,
+    "refund.failed": _refund_changed,
+    # Every dispute event carries the dispute's current status, which decides: freeze, give back, or final.
+    "charge.dispute.created": _dispute_changed,
+    "charge.dispute.updated": _dispute_changed,
+    "charge.dispute.funds_withdrawn": _dispute_changed,
+    "charge.dispute.funds_reinstated": _dispute_changed,
+    "charge.dispute.closed": _dispute_changed,
 }
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from django.db.models import Q, Sum
 
-from vouchers.models import CreditAccount, LedgerEntry, Voucher
+from vouchers.models import Clawback, CreditAccount, LedgerEntry, Voucher
 
 Kind = LedgerEntry.Kind
 Check = Callable[[], list[str]]
@@ -98,13 +98,65 @@ def _refunds_match_their_charge() -> list[str]:
 @audit_check("clawbacks never exceed the voucher")
 def _clawbacks_bounded() -> list[str]:
     problems = []
-    totals = LedgerEntry.objects.filter(kind=Kind.CLAWBACK).values("voucher_id").annotate(total=Sum("delta"))
-    for row in totals:
-        voucher = Voucher.objects.filter(pk=row["voucher_id"]).first()
-        if voucher is None or voucher.refunded_at is None:
-            problems.append(f"clawback without a refunded voucher (voucher id {row['voucher_id']})")
-        elif -row["total"] > voucher.credits:
-            problems.append(f"voucher {voucher.code}: clawed back {-row['total']} of {voucher.credits}")
+    in_force = (
+        Clawback.objects.exclude(status=Clawback.Status.RETURNED).values("voucher_id").annotate(total=Sum("credits"))
+    )
+    credits = dict(Voucher.objects.values_list("pk", "credits"))
+    for row in in_force:
+        if row["total"] > credits[row["voucher_id"]]:
+            problems.append(
+                f"voucher id {row['voucher_id']}: clawbacks claim {row['total']} of {credits[row['voucher_id']]}"
+            )
+    for clawback in Clawback.objects.filter(status=Clawback.Status.HELD, voided=True).select_related("voucher"):
+        if clawback.voucher.status != Voucher.Status.VOID:
+            problems.append(f"clawback {clawback.pk} voided its voucher, which is {clawback.voucher.status}")
+    return problems
+
+
+@audit_check("each clawback is in the ledger as recorded")
+def _clawbacks_match_ledger() -> list[str]:
+    problems = []
+    moved: dict[tuple[int, str], int] = defaultdict(int)
+    for clawback_id, kind, delta in LedgerEntry.objects.filter(kind__in=[Kind.CLAWBACK, Kind.RESTORE]).values_list(
+        "clawback_id", "kind", "delta"
+    ):
+        moved[(clawback_id, kind)] += delta
+    for cb in Clawback.objects.select_related("voucher"):
+        if -moved.pop((cb.pk, Kind.CLAWBACK), 0) != cb.taken:
+            problems.append(f"clawback {cb.pk} ({cb.cause}): took {cb.taken}, but its ledger rows say otherwise")
+        if moved.pop((cb.pk, Kind.RESTORE), 0) != cb.restored:
+            problems.append(f"clawback {cb.pk} ({cb.cause}): restored {cb.restored}, but its ledger rows say otherwise")
+        if (
+            cb.status == Clawback.Status.RETURNED
+            and cb.account_id
+            and cb.restored + cb.debt_cancelled != cb.taken + cb.owed
+        ):
+            problems.append(
+                f"clawback {cb.pk} ({cb.cause}): returned {cb.restored + cb.debt_cancelled} of {cb.taken + cb.owed}"
+            )
+        if cb.status == Clawback.Status.HELD and cb.voucher.status == Voucher.Status.REDEEMED and not cb.voided:
+            problems.append(f"clawback {cb.pk} ({cb.cause}): held, but its voucher was redeemed without taking it")
+    for (clawback_id, kind), total in moved.items():
+        problems.append(f"{kind} entries of {total} without a clawback record (clawback id {clawback_id})")
+    return problems
+
+
+@audit_check("what is owed is what clawbacks could not take, less repayments")
+def _owed_matches_clawbacks() -> list[str]:
+    problems = []
+    expected: dict[int, int] = defaultdict(int)
+    for account_id, owed, cancelled in Clawback.objects.filter(account__isnull=False).values_list(
+        "account_id", "owed", "debt_cancelled"
+    ):
+        expected[account_id] += owed - cancelled
+    for account_id, total in (
+        LedgerEntry.objects.filter(kind=Kind.REPAY).values_list("account_id").annotate(total=Sum("delta"))
+    ):
+        expected[account_id] += total
+    for account_id, discord_id, owed in CreditAccount.objects.values_list("pk", "discord_user_id", "owed"):
+        want = expected.get(account_id, 0)
+        if owed != want:
+            problems.append(f"account {discord_id}: owes {owed}, but its clawbacks and repayments say {want}")
     return problems
 
 

@@ -15,6 +15,12 @@ def account_balance(*, discord_user_id: int) -> int:
     return balance or 0
 
 
+def account_owed(*, discord_user_id: int) -> int:
+    """Credits the member owes: what refunds or chargebacks could not take back yet (paid first from new credits)."""
+    owed = CreditAccount.objects.filter(discord_user_id=discord_user_id).values_list("owed", flat=True).first()
+    return owed or 0
+
+
 def ledger_history(*, discord_user_id: int, limit: int = 10) -> list[LedgerEntry]:
     """The member's most recent credit movements, newest first."""
     return list(

@@ -9,6 +9,16 @@
     return;
   }
   var delay = Math.max(2, parseInt(marker.getAttribute("data-poll-seconds"), 10) || 5) * 1000;
+  // Back off like the page's own refresh does (5 s doubling to a minute), and give up after 15 checks.
+  var checksLeft = 15;
+
+  function later() {
+    checksLeft -= 1;
+    if (checksLeft > 0) {
+      window.setTimeout(check, delay);
+      delay = Math.min(delay * 2, 60000);
+    }
+  }
 
   function check() {
     fetch(window.location.href, { cache: "no-store", credentials: "same-origin" })
@@ -19,13 +29,11 @@
         if (html.indexOf("data-poll-seconds") === -1) {
           window.location.reload();
         } else {
-          window.setTimeout(check, delay);
+          later();
         }
       })
-      .catch(function () {
-        window.setTimeout(check, delay);
-      });
+      .catch(later);
   }
 
-  window.setTimeout(check, delay);
+  later();
 })();

@@ -18,6 +18,16 @@ SCREENSHOT_DIR = Path(django_settings.BASE_DIR) / "test-artifacts" / "screenshot
 _screenshots: list[Path] = []
 
 
+@pytest.fixture(autouse=True)
+def _no_rate_limits(settings) -> None:
+    """Every test client is 127.0.0.1: rate limits are off unless a test turns them on (test_rate_limits.py)."""
+    from django.core.cache import cache
+
+    settings.CHECKOUT_RATE_LIMIT = "0/60"
+    settings.SUCCESS_PAGE_RATE_LIMIT = "0/60"
+    cache.clear()
+
+
 # --- the fake Stripe API --------------------------------------------------------------------------------
 
 
@@ -107,6 +117,19 @@ def deliver(client: Client, body: str | bytes, signature: str | None = "sign"):
     if signature is not None:
         headers["HTTP_STRIPE_SIGNATURE"] = signature
     return client.post("/stripe/webhook/", data=body, content_type="application/json", **headers)
+
+
+def charge_refunded_event(fake_stripe: FakeStripe, session_id: str, **event: Any) -> str:
+    """`charge.refunded` as Stripe sends it after a refund: the charge with its cumulative amount_refunded."""
+    return event_body("charge.refunded", fake_stripe.charge_of(session_id), **event)
+
+
+def refund_event(refund: dict[str, Any], event_type: str = "charge.refund.updated", **event: Any) -> str:
+    return event_body(event_type, refund, **event)
+
+
+def dispute_event(dispute: dict[str, Any], event_type: str = "charge.dispute.created", **event: Any) -> str:
+    return event_body(event_type, dispute, **event)
 
 
 # --- screenshots, listed at the end of the run ------------------------------------------------------------

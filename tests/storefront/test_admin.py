@@ -1,11 +1,17 @@
 """Operator pages: packs editable; orders and Stripe events are read-only history, searchable and filterable."""
 
+import csv
+import io
+
 import pytest
+from django.contrib.auth import get_user_model
 from django.urls import reverse
 
-from storefront.models import CreditPack, Order, StripeEvent
-from tests.storefront.conftest import make_order, make_pack
-from vouchers.services import voucher_issue
+from discordbot.models import Generation
+from storefront.models import CreditPack, Dispute, Order, StripeEvent
+from tests.storefront.conftest import deliver, dispute_event, event_body, make_order, make_pack, start_checkout
+from vouchers.models import CreditAccount, Voucher
+from vouchers.services import credits_grant, voucher_issue, voucher_redeem
 
 pytestmark = pytest.mark.django_db
 
@@ -128,3 +134,55 @@ def test_stripe_events_are_read_only_and_searchable(operator):
     delete = reverse("admin:storefront_stripeevent_delete", args=[event.pk])
     assert operator.post(delete, {"post": "yes"}).status_code == 403
     assert StripeEvent.objects.count() == 2
+
+
+# --- disputes -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def disputed(client, fake_stripe, pack):
+    """A paid order, redeemed by a member who generated before and after redeeming, then disputed."""
+    order = start_checkout(client, pack)
+    deliver(client, event_body("checkout.session.completed", fake_stripe.mark_paid(order.stripe_session_id)))
+    credits_grant(discord_user_id=555, amount=1, memo="before")
+    account = CreditAccount.objects.get(discord_user_id=555)
+    Generation.objects.create(account=account, prompt="before the voucher", cost=1, status="succeeded")
+    voucher_redeem(code=Voucher.objects.get(order=order).code, discord_user_id=555)
+    Generation.objects.create(account=account, prompt="a red fox", cost=1, status="succeeded", message_id=42)
+    Generation.objects.create(account=account, prompt="=HYPERLINK(1)", cost=2, status="failed", error="blocked")
+    deliver(client, dispute_event(fake_stripe.dispute(order.stripe_session_id)))
+    return Dispute.objects.get()
+
+
+def test_disputes_are_listed_read_only_with_their_credits(operator, disputed):
+    page = operator.get(reverse("admin:storefront_dispute_changelist")).content.decode()
+
+    assert disputed.stripe_dispute_id in page and "needs_response" in page and "fraudulent" in page
+    assert "$12.00" in page and "Generation log (CSV)" in page
+    detail = operator.get(reverse("admin:storefront_dispute_change", args=[disputed.pk]))
+    assert detail.status_code == 200
+    assert operator.get(reverse("admin:storefront_dispute_add")).status_code == 403
+
+
+def test_dispute_evidence_export_is_the_members_generation_log_since_redeeming(operator, disputed):
+    response = operator.get(reverse("admin:storefront_dispute_generation_log", args=[disputed.pk]))
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/csv")
+    assert f"dispute-{disputed.stripe_dispute_id}-generations.csv" in response["Content-Disposition"]
+    rows = list(csv.reader(io.StringIO(response.content.decode())))
+    assert rows[0][:2] == ["# dispute", disputed.stripe_dispute_id]
+    assert rows[1][1] == "555"
+    header, *log = rows[2:]
+    assert header[0] == "generation id"
+    prompts = [row[header.index("prompt")] for row in log]
+    assert prompts == ["a red fox", "'=HYPERLINK(1)"]  # nothing before the redeem; no formula injection
+    assert log[0][header.index("discord message id")] == "42"
+
+
+def test_dispute_evidence_export_needs_admin_rights(client, disputed):
+    url = reverse("admin:storefront_dispute_generation_log", args=[disputed.pk])
+    assert client.get(url).status_code == 302  # to the login page
+    staff = get_user_model().objects.create_user("helper", "h@example.com", "pw", is_staff=True)
+    client.force_login(staff)
+    assert client.get(url).status_code == 403  # staff without the dispute view permission

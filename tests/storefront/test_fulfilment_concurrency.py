@@ -16,7 +16,7 @@ from django.core.management import call_command
 from django.db import connections
 from django.test import Client
 
-from storefront.models import Order, StripeEvent
+from storefront.models import Dispute, Order, StripeEvent
 from storefront.tokens import buy_token_make
 from tests.storefront.conftest import deliver, event_body, make_pack, start_checkout
 from vouchers.models import CreditAccount, LedgerEntry, Voucher
@@ -147,13 +147,8 @@ def test_concurrent_refund_deliveries_claw_back_once(client, fake_stripe):
     order = start_checkout(client, make_pack(credits=150), **{"for": buy_token_make(discord_user_id=99)})
     session = fake_stripe.mark_paid(order.stripe_session_id)
     assert deliver(client, event_body("checkout.session.completed", session)).status_code == 200
-    charge = {
-        "id": "ch_race",
-        "object": "charge",
-        "refunded": True,
-        "payment_intent": session["payment_intent"],
-        "metadata": {"order_id": str(order.pk)},
-    }
+    fake_stripe.refund(order.stripe_session_id)
+    charge = fake_stripe.charge_of(order.stripe_session_id)
     tasks = [webhook_task(event_body("charge.refunded", charge)) for _ in range(8)]
 
     results = run_concurrently(tasks)
@@ -163,4 +158,94 @@ def test_concurrent_refund_deliveries_claw_back_once(client, fake_stripe):
     assert order.status == "refunded"
     assert LedgerEntry.objects.filter(kind="clawback").count() == 1
     assert CreditAccount.objects.get(discord_user_id=99).balance == 0
+    audit_passes()
+
+
+def test_dispute_events_delivered_all_at_once_in_any_order_end_won_with_the_credits_back(client, fake_stripe):
+    """created, funds_withdrawn, updated and a won `closed` (twice) race each other: whichever wins the race,
+    the end state is the same: the dispute won, every credit back, nothing frozen twice or returned twice."""
+    order = start_checkout(client, make_pack(credits=150), **{"for": buy_token_make(discord_user_id=77)})
+    session = fake_stripe.mark_paid(order.stripe_session_id)
+    assert deliver(client, event_body("checkout.session.completed", session)).status_code == 200
+    opened = fake_stripe.dispute(order.stripe_session_id)
+    won = {**opened, "status": "won"}
+    bodies = [
+        event_body("charge.dispute.created", opened),
+        event_body("charge.dispute.funds_withdrawn", opened),
+        event_body("charge.dispute.updated", opened),
+        event_body("charge.dispute.closed", won),
+        event_body("charge.dispute.closed", won),
+    ]
+    random.Random(7).shuffle(bodies)
+
+    results = run_concurrently([webhook_task(body) for body in bodies])
+
+    assert results == [200] * len(bodies)
+    assert CreditAccount.objects.get(discord_user_id=77).balance == 150
+    dispute = Dispute.objects.get()
+    assert (dispute.status, dispute.credits_state) == ("won", "returned")
+    clawbacks = LedgerEntry.objects.filter(kind="clawback").count()
+    assert clawbacks == LedgerEntry.objects.filter(kind="restore").count() <= 1
+    audit_passes()
+
+
+def test_partial_refunds_delivered_at_once_claw_back_their_total_exactly(client, fake_stripe):
+    order = start_checkout(client, make_pack(credits=150), **{"for": buy_token_make(discord_user_id=78)})
+    session = fake_stripe.mark_paid(order.stripe_session_id)
+    assert deliver(client, event_body("checkout.session.completed", session)).status_code == 200
+    for _ in range(4):
+        fake_stripe.refund(order.stripe_session_id, amount=250)  # 10.00 of 12.00 in four refunds
+    charge = fake_stripe.charge_of(order.stripe_session_id)
+    refunds = [r for r in fake_stripe.refunds.values() if r["charge"] == charge["id"]]
+    bodies = [event_body("charge.refunded", charge) for _ in range(3)]
+    bodies += [event_body("charge.refund.updated", refund) for refund in refunds]
+
+    results = run_concurrently([webhook_task(body) for body in bodies])
+
+    assert results == [200] * len(bodies)
+    assert CreditAccount.objects.get(discord_user_id=78).balance == 150 - 150 * 1000 // 1200
+    order.refresh_from_db()
+    assert (order.status, order.amount_refunded) == ("paid", 1000)
+    audit_passes()
+
+
+def test_dispute_arriving_while_the_members_generations_are_queued_and_running(client, fake_stripe):
+    """The bot's work (reserve; then deliver, or fail and refund) races the chargeback's webhook deliveries.
+
+    Whatever the interleaving: nothing the disputed payment bought stays spendable. Delivered images are the
+    member's, so their cost stays owed; every refunded reservation went to the debt first.
+    """
+    from vouchers.errors import InsufficientCredits
+    from vouchers.services import credits_refund, credits_reserve
+
+    order = start_checkout(client, make_pack(credits=150), **{"for": buy_token_make(discord_user_id=79)})
+    session = fake_stripe.mark_paid(order.stripe_session_id)
+    assert deliver(client, event_body("checkout.session.completed", session)).status_code == 200
+    dispute = fake_stripe.dispute(order.stripe_session_id)
+
+    def job(index: int) -> Callable[[], str]:
+        def run() -> str:
+            try:
+                charge = credits_reserve(discord_user_id=79, amount=10)
+            except InsufficientCredits:
+                return "refused"
+            if index % 2:
+                return "delivered"
+            credits_refund(entry_id=charge.pk)
+            return "refunded"
+
+        return run
+
+    tasks = [job(i) for i in range(14)]
+    tasks += [
+        webhook_task(event_body(t, dispute)) for t in ("charge.dispute.created", "charge.dispute.funds_withdrawn")
+    ]
+
+    results = run_concurrently(tasks)
+
+    assert results[-2:] == [200, 200]
+    delivered = results.count("delivered")
+    account = CreditAccount.objects.get(discord_user_id=79)
+    assert (account.balance, account.owed) == (0, 10 * delivered)
+    assert Dispute.objects.get().credits_state == "frozen"
     audit_passes()

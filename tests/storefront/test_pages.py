@@ -137,8 +137,51 @@ def test_success_page_while_payment_processing_refreshes_itself(client, fake_str
     page = response.content.decode()
     assert response.status_code == 200
     assert "Payment processing" in page
-    assert '<meta http-equiv="refresh" content="5">' in page
+    assert f'<meta http-equiv="refresh" content="5;url=?session_id={order.stripe_session_id}&amp;n=1">' in page
     assert not Voucher.objects.exists()
+
+
+def test_processing_page_backs_off_then_stops_reloading(client, fake_stripe, pack):
+    order = start_checkout(client, pack)
+    fake_stripe.mark_complete_unpaid(order.stripe_session_id)
+
+    def refresh_after(n: int | str) -> str | None:
+        page = client.get("/checkout/success/", {"session_id": order.stripe_session_id, "n": n}).content.decode()
+        found = re.search(r'http-equiv="refresh" content="(\d+);url=\?session_id=[^&]+&amp;n=(\d+)"', page)
+        if found is None:
+            assert "stopped checking by itself" in page and "Check now" in page
+            return None
+        assert int(found.group(2)) == (n + 1 if isinstance(n, int) else 1)
+        return found.group(1)
+
+    assert [refresh_after(n) for n in (0, 1, 2, 3, 4, 10, 14, 15, 999)] == [
+        "5", "10", "20", "40", "60", "60", "60", None, None
+    ]  # fmt: skip
+    assert refresh_after("x") == "5"  # garbage counts as a first visit
+
+
+def test_success_page_for_an_unknown_session_costs_no_stripe_call(client, fake_stripe, pack):
+    order = start_checkout(client, pack)
+    fake_stripe.mark_paid(order.stripe_session_id)
+    foreign = fake_stripe.foreign_session(amount=100, client_reference_id=str(order.pk))
+
+    response = client.get("/checkout/success/", {"session_id": foreign["id"]})
+
+    assert response.status_code == 404
+    assert fake_stripe.calls("GET") == []
+
+
+def test_success_page_reload_of_a_paid_order_costs_no_stripe_call(client, fake_stripe, pack):
+    order = start_checkout(client, pack)
+    fake_stripe.mark_paid(order.stripe_session_id)
+    first = client.get("/checkout/success/", {"session_id": order.stripe_session_id}).content.decode()
+    calls = len(fake_stripe.calls("GET"))
+
+    second = client.get("/checkout/success/", {"session_id": order.stripe_session_id}).content.decode()
+
+    assert calls == 1 and len(fake_stripe.calls("GET")) == 1
+    code = Voucher.objects.get(order=order).code
+    assert code in first and code in second
 
 
 def test_success_page_when_stripe_is_down_keeps_checking(client, fake_stripe, pack):

@@ -21,6 +21,10 @@ from tests.storefront.fake_stripe import parse_form
         (123456, "eur", "€1,234.56"),
         (500, "jpy", "¥500"),
         (750, "sek", "7.50 SEK"),
+        (15000, "krw", "15,000 KRW"),
+        (99_999_999, "vnd", "99,999,999 VND"),
+        (1500, "xof", "1,500 XOF"),
+        (99_999_999, "usd", "$999,999.99"),
     ],
 )
 def test_format_money(amount, currency, shown):
@@ -84,9 +88,20 @@ def test_session_parser_reads_only_our_order_ids():
         session = stripe.checkout.Session.construct_from({"id": "cs_1", "object": "checkout.session", **fields}, "k")
         return StripeBackend._parse(session)
 
-    assert parse(client_reference_id="12").order_id == 12
+    # client_reference_id proves nothing (a Payment Link takes it from its URL); only our metadata names an order.
+    assert parse(client_reference_id="12").order_id is None
     assert parse(client_reference_id=None, metadata={"order_id": "5"}).order_id == 5
-    assert parse(client_reference_id="abc").order_id is None
-    assert parse(client_reference_id="-3").order_id is None
+    assert parse(client_reference_id="5", metadata={"order_id": "abc"}).order_id is None
+    assert parse(metadata={"order_id": "-3"}).order_id is None
     paid = parse(payment_status="paid", payment_intent={"id": "pi_9"}, customer_details={"email": "a@b.c"})
     assert (paid.is_paid, paid.payment_intent_id, paid.email) == (True, "pi_9", "a@b.c")
+    priced = parse(
+        mode="payment", amount_total=2800, amount_subtotal=2800, currency="USD", total_details={"amount_tax": 0}
+    )
+    assert (priced.mode, priced.amount_total, priced.amount_subtotal, priced.currency) == ("payment", 2800, 2800, "usd")
+    adaptive = parse(
+        amount_total=4200,
+        currency="eur",
+        currency_conversion={"source_currency": "usd", "amount_total": 2800, "amount_subtotal": 2800},
+    )
+    assert (adaptive.amount_total, adaptive.currency) == (2800, "usd")

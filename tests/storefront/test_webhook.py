@@ -8,7 +8,7 @@ from django.core import mail
 
 from storefront.models import Order, StripeEvent
 from storefront.tokens import buy_token_make
-from tests.storefront.conftest import deliver, event_body, sign, start_checkout
+from tests.storefront.conftest import charge_refunded_event, deliver, event_body, sign, start_checkout
 from vouchers.models import CreditAccount, LedgerEntry, Voucher
 from vouchers.services import voucher_redeem
 
@@ -288,10 +288,7 @@ def test_unknown_event_type_is_acknowledged_and_recorded(client, fake_stripe, pa
 def test_session_that_is_not_ours_is_acknowledged(client, fake_stripe, pack):
     """Another integration on the same Stripe account: 200, so Stripe doesn't retry for three days."""
     order = start_checkout(client, pack)
-    foreign = {**fake_stripe.sessions[order.stripe_session_id], "client_reference_id": str(order.pk + 1000)}
-    foreign["id"] = "cs_test_foreign"
-    fake_stripe.sessions["cs_test_foreign"] = foreign
-    fake_stripe.mark_paid("cs_test_foreign")
+    foreign = fake_stripe.foreign_session(amount=500, client_reference_id=str(order.pk + 1000))
 
     response = deliver(client, event_body("checkout.session.completed", foreign))
 
@@ -371,22 +368,6 @@ def test_stripe_timeout_during_webhook_answers_500(client, fake_stripe, paid_ord
 # --- refunds --------------------------------------------------------------------------------------------
 
 
-def charge_refunded(order: Order, *, refunded: bool = True, charge_id: str = "ch_1") -> str:
-    order.refresh_from_db()
-    return event_body(
-        "charge.refunded",
-        {
-            "id": charge_id,
-            "object": "charge",
-            "amount": order.amount_cents,
-            "amount_refunded": order.amount_cents if refunded else 100,
-            "refunded": refunded,
-            "payment_intent": order.payment_intent_id,
-            "metadata": {"order_id": str(order.pk)},
-        },
-    )
-
-
 @pytest.fixture
 def fulfilled_order(client, fake_stripe, paid_order) -> Order:
     assert deliver(client, completed(paid_order, fake_stripe)).status_code == 200
@@ -394,13 +375,18 @@ def fulfilled_order(client, fake_stripe, paid_order) -> Order:
     return paid_order
 
 
+def full_refund(fake_stripe, order: Order, **event) -> str:
+    fake_stripe.refund(order.stripe_session_id)
+    return charge_refunded_event(fake_stripe, order.stripe_session_id, **event)
+
+
 def test_refund_of_an_unredeemed_voucher_voids_it(client, fake_stripe, fulfilled_order, assert_audit_clean):
-    response = deliver(client, charge_refunded(fulfilled_order))
+    response = deliver(client, full_refund(fake_stripe, fulfilled_order))
 
     assert response.status_code == 200
     fulfilled_order.refresh_from_db()
     voucher = Voucher.objects.get(order=fulfilled_order)
-    assert fulfilled_order.status == "refunded"
+    assert (fulfilled_order.status, fulfilled_order.amount_refunded) == ("refunded", 1200)
     assert (voucher.status, voucher.refunded_at is not None) == ("void", True)
     assert not LedgerEntry.objects.exists()
     assert_audit_clean()
@@ -410,34 +396,25 @@ def test_refund_of_a_redeemed_voucher_claws_back_what_is_left(client, fake_strip
     voucher = Voucher.objects.get(order=fulfilled_order)
     voucher_redeem(code=voucher.code, discord_user_id=777)
 
-    response = deliver(client, charge_refunded(fulfilled_order))
+    response = deliver(client, full_refund(fake_stripe, fulfilled_order))
 
     assert response.status_code == 200
     account = CreditAccount.objects.get(discord_user_id=777)
     clawback = LedgerEntry.objects.get(kind="clawback")
     assert (clawback.delta, clawback.voucher_id, account.balance) == (-150, voucher.pk, 0)
-    assert "ch_1" in clawback.memo
+    assert f"Order #{fulfilled_order.pk} refunded" in clawback.memo
     assert_audit_clean()
 
 
 def test_refund_redelivered_as_a_new_event_claws_back_once(client, fake_stripe, fulfilled_order, assert_audit_clean):
     voucher = Voucher.objects.get(order=fulfilled_order)
     voucher_redeem(code=voucher.code, discord_user_id=777)
+    body = full_refund(fake_stripe, fulfilled_order)
 
-    assert deliver(client, charge_refunded(fulfilled_order)).status_code == 200
-    assert deliver(client, charge_refunded(fulfilled_order)).status_code == 200
+    assert deliver(client, body).status_code == 200
+    assert deliver(client, body.replace('"id": "evt_', '"id": "evt_again_', 1)).status_code == 200
 
     assert LedgerEntry.objects.filter(kind="clawback").count() == 1
-    assert_audit_clean()
-
-
-def test_partial_refund_leaves_the_voucher(client, fake_stripe, fulfilled_order, assert_audit_clean):
-    response = deliver(client, charge_refunded(fulfilled_order, refunded=False))
-
-    assert response.status_code == 200
-    fulfilled_order.refresh_from_db()
-    assert fulfilled_order.status == "paid"
-    assert Voucher.objects.get(order=fulfilled_order).status == "active"
     assert_audit_clean()
 
 
@@ -454,11 +431,7 @@ def test_refund_before_fulfilment_fulfils_then_refunds_and_a_late_completion_cha
     client, fake_stripe, paid_order, assert_audit_clean
 ):
     session = fake_stripe.sessions[paid_order.stripe_session_id]
-    early = event_body(
-        "charge.refunded",
-        {"id": "ch_early", "object": "charge", "refunded": True, "payment_intent": session["payment_intent"]},
-        event_id="evt_refund_early",
-    )
+    early = full_refund(fake_stripe, paid_order, event_id="evt_refund_early")
 
     assert deliver(client, early).status_code == 200
     lookups = [c for c in fake_stripe.calls("GET") if c.path == "/v1/checkout/sessions"]
@@ -476,12 +449,7 @@ def test_refund_before_fulfilment_fulfils_then_refunds_and_a_late_completion_cha
 
 
 def test_refund_lookup_failure_answers_500_so_stripe_retries(client, fake_stripe, paid_order, assert_audit_clean):
-    session = fake_stripe.sessions[paid_order.stripe_session_id]
-    early = event_body(
-        "charge.refunded",
-        {"id": "ch_early", "object": "charge", "refunded": True, "payment_intent": session["payment_intent"]},
-        event_id="evt_refund_early_2",
-    )
+    early = full_refund(fake_stripe, paid_order, event_id="evt_refund_early_2")
     fake_stripe.fail_next(500, method="GET")  # the client makes no retries in these tests
 
     assert deliver(client, early).status_code == 500
@@ -493,8 +461,21 @@ def test_refund_lookup_failure_answers_500_so_stripe_retries(client, fake_stripe
     assert_audit_clean()
 
 
+def test_refund_list_failure_answers_500_and_the_retry_claws_back(
+    client, fake_stripe, fulfilled_order, assert_audit_clean
+):
+    body = full_refund(fake_stripe, fulfilled_order)
+    fake_stripe.fail_next(503, method="GET")
+
+    assert deliver(client, body).status_code == 500
+    assert Voucher.objects.get(order=fulfilled_order).status == "active"
+    assert deliver(client, body).status_code == 200
+    assert Voucher.objects.get(order=fulfilled_order).status == "void"
+    assert_audit_clean()
+
+
 def test_success_page_after_refund_says_so(client, fake_stripe, fulfilled_order):
-    deliver(client, charge_refunded(fulfilled_order))
+    deliver(client, full_refund(fake_stripe, fulfilled_order))
 
     page = client.get("/checkout/success/", {"session_id": fulfilled_order.stripe_session_id}).content.decode()
 

@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 
 from vouchers import services
-from vouchers.models import CreditAccount, LedgerEntry, Voucher
+from vouchers.models import Clawback, CreditAccount, LedgerEntry, Voucher
 
 
 def db_state() -> dict[str, list[tuple]]:
@@ -19,8 +19,9 @@ def db_state() -> dict[str, list[tuple]]:
                 "pk", "code", "credits", "status", "redeemed_by_id", "redeemed_at", "refunded_at", "note"
             )
         ),
-        "accounts": list(CreditAccount.objects.order_by("pk").values_list("pk", "discord_user_id", "balance")),
+        "accounts": list(CreditAccount.objects.order_by("pk").values_list("pk", "discord_user_id", "balance", "owed")),
         "ledger": list(LedgerEntry.objects.order_by("pk").values_list("pk", "account_id", "delta", "kind")),
+        "clawbacks": list(Clawback.objects.order_by("pk").values()),
     }
 
 

@@ -15,10 +15,11 @@ from tests.vouchers.conftest import child_database_url, nothing_written
 from vouchers import services
 from vouchers.audit import CHECKS
 from vouchers.codes import normalize_code
-from vouchers.models import CreditAccount, LedgerEntry, Voucher
+from vouchers.models import Clawback, CreditAccount, LedgerEntry, Voucher
 
 REPO = Path(__file__).resolve().parents[2]
 ALICE = 111_111_111_111_111_111
+BOB = 222_222_222_222_222_222
 
 
 def run(command: str, *args: str, **options) -> str:
@@ -122,7 +123,15 @@ def test_issuevoucher_as_a_process_exits_1_with_a_message_on_bad_credits() -> No
 def busy_history() -> dict:
     """A bit of everything the services do, all of it consistent."""
     pack = CreditPack.objects.create(name="Starter", credits=50, price_cents=500)
-    order = Order.objects.create(pack=pack, credits=50, amount_cents=500, currency="usd", status=Order.Status.PAID)
+    order = Order.objects.create(
+        pack=pack,
+        credits=50,
+        amount_cents=500,
+        currency="usd",
+        status=Order.Status.PAID,
+        amount_paid=500,
+        currency_paid="usd",
+    )
     bought = services.voucher_issue(credits=50, order=order)
     services.voucher_redeem(code=bought.code, discord_user_id=ALICE)
     account = CreditAccount.objects.get(discord_user_id=ALICE)
@@ -134,8 +143,33 @@ def busy_history() -> dict:
     services.credits_grant(discord_user_id=ALICE, amount=5, memo="goodwill")
     gift = services.voucher_issue(credits=9, note="gift")
     services.voucher_redeem(code=gift.code, discord_user_id=ALICE)
-    services.voucher_payment_refunded(voucher_id=services.voucher_issue(credits=4).pk)
-    return {"account": account, "order": order, "bought": bought, "gift": gift, "charge": charge, "failed": failed}
+    # A voucher refunded before it was redeemed (voided), and one refunded after (Bob's: taken, partly owed).
+    voided = services.voucher_issue(credits=4)
+    services.voucher_claw_back(voucher_id=voided.pk, credits=4, cause="refund re_void")
+    refunded = services.voucher_issue(credits=10)
+    services.voucher_redeem(code=refunded.code, discord_user_id=BOB)
+    bob = CreditAccount.objects.get(discord_user_id=BOB)
+    queued = Generation.objects.create(account=bob, prompt="an owl", cost=6, status="queued")
+    held = services.credits_reserve(discord_user_id=BOB, amount=6, generation_id=queued.pk)
+    services.voucher_claw_back(voucher_id=refunded.pk, credits=10, cause="refund re_bob")  # takes 4, owes 6
+    services.credits_refund(entry_id=held.pk)  # pays the debt
+    services.credits_grant(discord_user_id=BOB, amount=3, memo="support")
+    services.credits_debit(discord_user_id=BOB, amount=1, memo="duplicate grant")
+    disputed = services.voucher_issue(credits=7)
+    services.voucher_redeem(code=disputed.code, discord_user_id=BOB)
+    services.voucher_claw_back(voucher_id=disputed.pk, credits=7, cause="dispute du_won")
+    services.voucher_claw_back_return(cause="dispute du_won")
+    return {
+        "account": account,
+        "order": order,
+        "bought": bought,
+        "gift": gift,
+        "charge": charge,
+        "failed": failed,
+        "bob": bob,
+        "refunded": refunded,
+        "voided": voided,
+    }
 
 
 @pytest.mark.django_db
@@ -182,15 +216,30 @@ def corrupt_generation_never_refunded(history: dict) -> None:
 
 def corrupt_paid_order_without_voucher(history: dict) -> None:
     Order.objects.create(
-        pack=history["order"].pack, credits=50, amount_cents=500, currency="usd", status=Order.Status.PAID
+        pack=history["order"].pack,
+        credits=50,
+        amount_cents=500,
+        currency="usd",
+        status=Order.Status.PAID,
+        amount_paid=500,
+        currency_paid="usd",
     )
 
 
 def corrupt_excessive_clawback(history: dict) -> None:
-    bought = history["bought"]
-    Voucher.objects.filter(pk=bought.pk).update(refunded_at=bought.created_at)
-    LedgerEntry.objects.create(account=history["account"], kind="clawback", delta=-51, voucher=bought)
-    CreditAccount.objects.filter(pk=history["account"].pk).update(balance=sum_of_ledger(history))
+    Clawback.objects.create(voucher=history["voided"], cause="refund re_forged", credits=5, status="held")
+
+
+def corrupt_owed(history: dict) -> None:
+    CreditAccount.objects.filter(pk=history["bob"].pk).update(owed=5)
+
+
+def corrupt_clawback_without_its_rows(history: dict) -> None:
+    Clawback.objects.filter(cause="dispute du_won").update(restored=6)
+
+
+def corrupt_paid_amount(history: dict) -> None:
+    Order.objects.filter(pk=history["order"].pk).update(amount_paid=100)
 
 
 def sum_of_ledger(history: dict) -> int:
@@ -240,8 +289,26 @@ def sum_of_ledger(history: dict) -> int:
         pytest.param(
             corrupt_excessive_clawback,
             "clawbacks never exceed the voucher",
-            "clawed back 51 of 50",
+            "clawbacks claim 9 of 4",
             id="clawback-beyond-the-voucher",
+        ),
+        pytest.param(
+            corrupt_owed,
+            "what is owed is what clawbacks could not take, less repayments",
+            f"account {BOB}: owes 5, but its clawbacks and repayments say 0",
+            id="owed-without-a-clawback",
+        ),
+        pytest.param(
+            corrupt_clawback_without_its_rows,
+            "each clawback is in the ledger as recorded",
+            "restored 6, but its ledger rows say otherwise",
+            id="clawback-record-not-in-ledger",
+        ),
+        pytest.param(
+            corrupt_paid_amount,
+            "every paid order was paid its amount",
+            "sold for 500 usd, but the payment recorded is 100 usd",
+            id="paid-order-underpaid",
         ),
     ],
 )

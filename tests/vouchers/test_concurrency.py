@@ -25,7 +25,7 @@ from discordbot.models import Generation
 from tests.vouchers.conftest import child_database_url
 from vouchers import services
 from vouchers.errors import AlreadyRefunded, InsufficientCredits, VoucherAlreadyRedeemed, VoucherVoid
-from vouchers.models import CreditAccount, LedgerEntry, Voucher
+from vouchers.models import Clawback, CreditAccount, LedgerEntry, Voucher
 from vouchers.selectors import account_balance
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -382,12 +382,12 @@ def test_a_payment_refund_racing_redeemers_leaves_no_credit_behind(assert_audit_
     def work(i: int) -> list[Any]:
         voucher = vouchers[i % 10]
         if i < 10:
-            return [attempt(services.voucher_payment_refunded, voucher_id=voucher.pk)]
+            return [attempt(services.voucher_claw_back, voucher_id=voucher.pk, credits=voucher.credits, cause=f"r{i}")]
         return [attempt(services.voucher_redeem, code=voucher.code, discord_user_id=member(i))]
 
     outcomes = race_threads(40, work)
 
-    allowed = (services.PaymentRefundOutcome, services.Redemption, VoucherVoid, VoucherAlreadyRedeemed)
+    allowed = (Clawback, services.Redemption, VoucherVoid, VoucherAlreadyRedeemed)
     assert all(isinstance(o, allowed) for o in outcomes), [o for o in outcomes if not isinstance(o, allowed)]
     for voucher in Voucher.objects.all():
         assert voucher.refunded_at is not None
@@ -398,4 +398,28 @@ def test_a_payment_refund_racing_redeemers_leaves_no_credit_behind(assert_audit_
             assert voucher.status == Voucher.Status.VOID
             assert not voucher.ledger_entries.exists()
     assert sum(CreditAccount.objects.values_list("balance", flat=True)) == 0
+    assert_audit_clean()
+
+
+def test_a_clawback_racing_the_members_queued_generations_and_their_refunds_leaves_nothing(assert_audit_clean) -> None:
+    """Issue 7, finding 2, as a race: the member's reservations and their refunds run while the refund lands."""
+    voucher = services.voucher_issue(credits=60)
+    services.voucher_redeem(code=voucher.code, discord_user_id=ALICE)
+    account = CreditAccount.objects.get(discord_user_id=ALICE)
+
+    def work(i: int) -> list[Any]:
+        if i == 20:
+            return [attempt(services.voucher_claw_back, voucher_id=voucher.pk, credits=60, cause="refund re_race")]
+        charge = attempt(services.credits_reserve, discord_user_id=ALICE, amount=3)
+        if not isinstance(charge, LedgerEntry):
+            return [charge]
+        return [charge, attempt(services.credits_refund, entry_id=charge.pk)]  # the job fails: refunded
+
+    outcomes = race_threads(21, work)
+
+    allowed = (Clawback, LedgerEntry, InsufficientCredits)
+    assert all(isinstance(o, allowed) for o in outcomes), [o for o in outcomes if not isinstance(o, allowed)]
+    account.refresh_from_db()
+    # Every reservation came back, yet nothing the refunded purchase paid for is spendable or unpaid.
+    assert (account.balance, account.owed) == (0, 0)
     assert_audit_clean()

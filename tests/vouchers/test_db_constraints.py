@@ -6,7 +6,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, ProtectedError
 
 from vouchers import services
-from vouchers.models import CreditAccount, LedgerEntry, Voucher
+from vouchers.models import Clawback, CreditAccount, LedgerEntry, Voucher
 
 pytestmark = pytest.mark.django_db
 
@@ -82,6 +82,9 @@ def test_one_discord_user_has_one_account(account) -> None:
         ("generate", 0),
         ("clawback", 5),
         ("clawback", 0),
+        ("repay", 5),
+        ("restore", -5),
+        ("debit", 5),
         ("bogus", 5),
     ],
 )
@@ -92,10 +95,52 @@ def test_a_ledger_entry_whose_sign_does_not_match_its_kind_is_refused(account, k
     assert LedgerEntry.objects.count() == 2
 
 
-@pytest.mark.parametrize(("kind", "delta"), [("redeem", 5), ("grant", 5), ("generate", -5), ("clawback", -5)])
+@pytest.mark.parametrize(
+    ("kind", "delta"),
+    [("redeem", 5), ("grant", 5), ("generate", -5), ("clawback", -5), ("restore", 5), ("repay", -5), ("debit", -5)],
+)
 def test_a_ledger_entry_with_the_right_sign_is_accepted(account, kind: str, delta: int) -> None:
-    LedgerEntry.objects.create(account=account, kind=kind, delta=delta)
+    clawback = None
+    if kind in ("clawback", "restore"):
+        clawback = Clawback.objects.create(
+            voucher=services.voucher_issue(credits=5), cause="c", credits=5, status="held"
+        )
+    LedgerEntry.objects.create(account=account, kind=kind, delta=delta, clawback=clawback, memo="why")
     assert LedgerEntry.objects.filter(kind=kind, delta=delta).exists()
+
+
+@pytest.mark.parametrize("kind", ["clawback", "restore"])
+def test_a_clawback_or_restore_entry_must_name_its_clawback(account, kind: str) -> None:
+    refused(LedgerEntry.objects.create, account=account, kind=kind, delta=-5 if kind == "clawback" else 5)
+
+
+def test_an_operator_debit_must_say_why(account) -> None:
+    refused(LedgerEntry.objects.create, account=account, kind="debit", delta=-1, memo="")
+
+
+def test_owed_can_never_be_negative(account) -> None:
+    refused(CreditAccount.objects.filter(pk=account.pk).update, owed=F("owed") - 1)
+
+
+def test_a_clawback_cause_counts_once_even_bypassing_the_service() -> None:
+    voucher = services.voucher_issue(credits=5)
+    Clawback.objects.create(voucher=voucher, cause="refund re_1", credits=5, status="held")
+    refused(Clawback.objects.create, voucher=voucher, cause="refund re_1", credits=5, status="held")
+
+
+def test_a_taken_clawback_must_add_up_to_its_credits(account) -> None:
+    voucher = services.voucher_issue(credits=5)
+    refused(
+        Clawback.objects.create,
+        voucher=voucher,
+        cause="refund re_1",
+        credits=5,
+        status="taken",
+        account=account,
+        taken=2,
+        owed=2,
+        taken_at=voucher.created_at,
+    )
 
 
 def test_a_refund_must_name_the_charge_it_refunds(account) -> None:

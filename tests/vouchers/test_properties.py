@@ -1,4 +1,4 @@
-"""Property: any sequence of issue/redeem/reserve/refund/grant/void/payment-refund keeps every invariant.
+"""Property: any sequence of issue/redeem/reserve/refund/grant/debit/void/clawback/return keeps every invariant.
 
 A hypothesis state machine drives the services and keeps a plain-Python model of what the books should say
 (balances, voucher states, which charges were refunded, how many ledger rows exist). After every step the
@@ -67,6 +67,8 @@ class CreditBooks(RuleBasedStateMachine):
         self._savepoint = transaction.atomic()
         self._savepoint.__enter__()
         self.balances: dict[int, int] = {}  # only members who have an account
+        self.owed: dict[int, int] = {}
+        self.clawbacks: dict[int, tuple[int, int, int]] = {}  # voucher pk -> (member, taken, owed) while in force
         self.vouchers: list[VoucherModel] = []
         self.charges: list[ChargeModel] = []
         self.ledger_rows = 0
@@ -78,6 +80,15 @@ class CreditBooks(RuleBasedStateMachine):
     def _credit(self, member: int, delta: int) -> None:
         self.balances[member] = self.balances.get(member, 0) + delta
         self.ledger_rows += 1
+
+    def _credit_in(self, member: int, amount: int) -> int:
+        """Credits arriving: their row, then the debt paid first (a `repay` row). Returns what was repaid."""
+        self._credit(member, amount)
+        repaid = min(self.owed.get(member, 0), amount)
+        if repaid:
+            self.owed[member] -= repaid
+            self._credit(member, -repaid)
+        return repaid
 
     # --- rules -------------------------------------------------------------------------------------------
 
@@ -97,8 +108,8 @@ class CreditBooks(RuleBasedStateMachine):
             return
         result = services.voucher_redeem(code=TYPINGS[typing](voucher.code), discord_user_id=member)
         voucher.status, voucher.redeemed_by = "redeemed", member
-        self._credit(member, voucher.credits)
-        assert (result.credits, result.balance) == (voucher.credits, self.balances[member])
+        repaid = self._credit_in(member, voucher.credits)
+        assert (result.credits, result.balance, result.debt_repaid) == (voucher.credits, self.balances[member], repaid)
 
     @rule(member=members)
     def redeem_unknown_code(self, member: int) -> None:
@@ -131,12 +142,21 @@ class CreditBooks(RuleBasedStateMachine):
             return
         services.credits_refund(entry_id=charge.entry_id)
         charge.refunded = True
-        self._credit(charge.member, charge.amount)
+        self._credit_in(charge.member, charge.amount)
 
     @rule(member=members, amount=amounts)
     def grant(self, member: int, amount: int) -> None:
         services.credits_grant(discord_user_id=member, amount=amount, memo="property test")
-        self._credit(member, amount)
+        self._credit_in(member, amount)
+
+    @rule(member=members, amount=amounts)
+    def debit(self, member: int, amount: int) -> None:
+        if self.balances.get(member, 0) < amount:
+            with pytest.raises(InsufficientCredits):
+                services.credits_debit(discord_user_id=member, amount=amount, memo="property test")
+            return
+        services.credits_debit(discord_user_id=member, amount=amount, memo="property test")
+        self._credit(member, -amount)
 
     @precondition(lambda self: self.vouchers)
     @rule(pick=picks)
@@ -154,21 +174,35 @@ class CreditBooks(RuleBasedStateMachine):
     @rule(pick=picks)
     def payment_refunded(self, pick: int) -> None:
         voucher = self.vouchers[pick % len(self.vouchers)]
-        outcome = services.voucher_payment_refunded(voucher_id=voucher.pk)
+        outcome = services.voucher_claw_back(voucher_id=voucher.pk, credits=voucher.credits, cause=f"v{voucher.pk}")
         if voucher.refunded:
-            assert outcome == services.PaymentRefundOutcome(voided=False, clawed_back=0, already_handled=True)
-            return
+            return  # the same cause again: nothing
         voucher.refunded = True
         if voucher.status == "active":
             voucher.status = "void"
-            assert outcome == services.PaymentRefundOutcome(voided=True, clawed_back=0, already_handled=False)
-        elif voucher.status == "void":
-            assert outcome == services.PaymentRefundOutcome(voided=False, clawed_back=0, already_handled=False)
-        else:
-            take = min(self.balances[voucher.redeemed_by], voucher.credits)
-            assert outcome == services.PaymentRefundOutcome(voided=False, clawed_back=take, already_handled=False)
+            assert outcome.voided
+        elif voucher.status == "redeemed":
+            member = voucher.redeemed_by
+            take = min(self.balances[member], voucher.credits)
+            assert (outcome.taken, outcome.owed) == (take, voucher.credits - take)
             if take:
-                self._credit(voucher.redeemed_by, -take)
+                self._credit(member, -take)
+            self.owed[member] = self.owed.get(member, 0) + voucher.credits - take
+            self.clawbacks[voucher.pk] = (member, take, voucher.credits - take)
+
+    @precondition(lambda self: self.clawbacks)
+    @rule(pick=picks)
+    def clawback_returned(self, pick: int) -> None:
+        """A dispute won: what the clawback took comes back (what is still owed of it is forgiven)."""
+        pk = sorted(self.clawbacks)[pick % len(self.clawbacks)]
+        member, taken, owed = self.clawbacks.pop(pk)
+        cancel = min(owed, self.owed.get(member, 0))
+        self.owed[member] = self.owed.get(member, 0) - cancel
+        restore = taken + owed - cancel
+        returned = services.voucher_claw_back_return(cause=f"v{pk}")
+        assert (returned.restored, returned.debt_cancelled) == (restore, cancel)
+        if restore:
+            self._credit_in(member, restore)
 
     @rule(service=st.sampled_from(["issue", "reserve", "grant"]), amount=st.sampled_from(BAD_AMOUNTS), member=members)
     def bad_amount(self, service: str, amount: object, member: int) -> None:
@@ -185,6 +219,8 @@ class CreditBooks(RuleBasedStateMachine):
     @invariant()
     def database_matches_the_model(self) -> None:
         assert dict(CreditAccount.objects.values_list("discord_user_id", "balance")) == self.balances
+        owed = {m: o for m, o in CreditAccount.objects.values_list("discord_user_id", "owed") if o}
+        assert owed == {m: o for m, o in self.owed.items() if o}
         stored = {
             pk: (code, credits, status, redeemed_by, refunded_at is not None)
             for pk, code, credits, status, redeemed_by, refunded_at in Voucher.objects.values_list(
