@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from discordbot.models import Generation
+from discordbot.models import BotProcess, Generation
 from tests.discordbot.fake_discord import EPHEMERAL
 from tests.discordbot.harness import BotHarness
 from vouchers.selectors import account_balance
@@ -30,9 +30,22 @@ def database_url_for_other_processes() -> str:
     return f"postgres://{db['USER']}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-class BotProcess:
-    def __init__(self, harness: BotHarness) -> None:
+# Short leases so a takeover after SIGKILL happens within seconds (production: 60 s, heartbeat 10 s).
+FAST_LEASE = {
+    "BOT_LEASE_SECONDS": "5",
+    "BOT_HEARTBEAT_SECONDS": "0.5",
+    "DISCORD_UPLOAD_TIMEOUT_SECONDS": "3",
+    "BOT_SHUTDOWN_GRACE_SECONDS": "15",
+}
+
+
+class RunbotProcess:
+    """`runbot` in a process of its own. By default waits until it is connected to the fake gateway;
+    `standby=True` waits until it logged that it stands by instead."""
+
+    def __init__(self, harness: BotHarness, *, standby: bool = False, wait: bool = True, **overrides: str) -> None:
         self.log = tempfile.NamedTemporaryFile(prefix="runbot-", suffix=".log", delete=False)
+        self.health_file = self.log.name + ".health"
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "storefront.settings",
@@ -46,17 +59,47 @@ class BotProcess:
             "OPENAI_API_KEY": "sk-test-fake",
             "OPENAI_BASE_URL": harness.openai.base_url,
             "OPENAI_MAX_RETRIES": "0",
+            "BOT_HEALTH_FILE": self.health_file,
+            **FAST_LEASE,
+            **overrides,
         }
+        self.harness = harness
+        self.env = env
         identified = harness.discord.identifies
         self.process = subprocess.Popen(
             [sys.executable, str(LAUNCHER)], env=env, stdout=self.log, stderr=subprocess.STDOUT
         )
+        if not wait:
+            return
         try:
-            harness.wait_for(lambda: harness.discord.identifies > identified or self.process.poll() is not None, 30)
+            if standby:
+                self.wait_for_log("Stand-by:")
+            else:
+                harness.wait_for(lambda: harness.discord.identifies > identified or self.process.poll() is not None, 30)
         except TimeoutError:
             self.stop()
             raise
         assert self.process.poll() is None, self.output()
+
+    def wait_for_log(self, text: str, timeout: float = 30) -> None:
+        self.harness.wait_for(lambda: text in self.output() or self.process.poll() is not None, timeout)
+        assert text in self.output(), self.output()
+
+    def health(self, max_age: float = 90) -> subprocess.CompletedProcess:
+        """The container's health check, as ECS runs it."""
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "BOT_HEALTH_FILE": self.health_file,
+            "BOT_HEALTH_MAX_AGE": str(max_age),
+        }
+        return subprocess.run(
+            [sys.executable, "-m", "discordbot.health"],
+            env=env,
+            cwd=Path(__file__).resolve().parents[2],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
 
     def output(self) -> str:
         return Path(self.log.name).read_text()
@@ -65,15 +108,17 @@ class BotProcess:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
-        os.unlink(self.log.name)
+        for path in (self.log.name, self.health_file):
+            if os.path.exists(path):
+                os.unlink(path)
 
 
 @pytest.fixture
 def processes(harness):
-    started: list[BotProcess] = []
+    started: list[RunbotProcess] = []
 
-    def spawn() -> BotProcess:
-        started.append(BotProcess(harness))
+    def spawn(**options) -> RunbotProcess:
+        started.append(RunbotProcess(harness, **options))
         return started[-1]
 
     yield spawn
@@ -100,7 +145,9 @@ def test_a_bot_killed_mid_generation_refunds_the_credit_when_it_restarts(
     assert Generation.objects.get().status == Generation.Status.RUNNING
     assert account_balance(discord_user_id=user) == 1
 
-    processes()  # start-up refunds what the dead process left in flight, before it takes interactions
+    # The newcomer stands by until the dead process's lease expires, then refunds what it left in flight
+    # before it takes interactions.
+    processes()
 
     generation = Generation.objects.get()
     assert generation.status == Generation.Status.REFUNDED and generation.error.startswith("interrupted")
@@ -114,7 +161,7 @@ def test_sigterm_refunds_unfinished_images_tells_the_member_and_exits_cleanly(
     harness.openai.mode = "slow"
     user = member()
     fund(user, 1)
-    bot = processes()
+    bot = processes(BOT_SHUTDOWN_GRACE_SECONDS="0")
 
     sent = harness.command("generate", user=user, prompt="cut short")
     harness.wait_for(lambda: harness.openai.requests, 15)
@@ -122,8 +169,11 @@ def test_sigterm_refunds_unfinished_images_tells_the_member_and_exits_cleanly(
 
     assert bot.process.wait(20) == 0, bot.output()
     answer = harness.answer(sent)
-    assert answer.route == "followup" and answer.flags & EPHEMERAL
     assert "The bot restarted before your image was finished" in answer.content
+    [private] = [m for m in harness.discord.private(sent.token) if m["content"] == answer.content]
+    assert private["flags"] & EPHEMERAL
+    assert not harness.discord.visible(sent.token) and not harness.discord.channel_saw(answer.content)
+    assert BotProcess.objects.get().active is False  # the lease is released for a stand-by
     assert Generation.objects.get().status == Generation.Status.REFUNDED
     assert account_balance(discord_user_id=user) == 1
     assert "Bot stopped" in bot.output()
