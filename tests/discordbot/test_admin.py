@@ -20,6 +20,7 @@ def generations(fund):
     fund(BOB, 5)
     done = generation_reserve(discord_user_id=ALICE, prompt="a sunny meadow").generation_id
     generation_start(generation_id=done)
+    Generation.objects.filter(pk=done).update(status=Generation.Status.DELIVERING)  # what the bot does, briefly
     generation_succeed(generation_id=done, message_id=1)
     Generation.objects.filter(pk=done).update(
         started_at=Generation.objects.get(pk=done).created_at + timedelta(seconds=2),
