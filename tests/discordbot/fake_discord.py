@@ -135,6 +135,7 @@ class Failure:
     code: int
     message: str
     times: int = 1
+    retry_after: float | None = None  # a 429 as Discord sends it
 
 
 @dataclass
@@ -143,6 +144,16 @@ class Hold:
 
     matches: Callable[[Call], bool]
     seconds: float
+    times: int = 1
+
+
+@dataclass
+class Drop:
+    """Drop the connection of the next matching call without answering: after applying it (the request reached
+    Discord, the answer was lost) or before (it never arrived)."""
+
+    matches: Callable[[Call], bool]
+    applied: bool
     times: int = 1
 
 
@@ -186,6 +197,7 @@ class FakeDiscord:
         self.acknowledged: set[str] = set()  # tokens whose initial response was given
         self.public_log: list[tuple[str, str | None, str]] = []  # (message id, token, content) the channel saw
         self.holds: list[Hold] = []
+        self.drops: list[Drop] = []
         self.token_lifetime = TOKEN_LIFETIME_SECONDS
         self.initial_response_seconds = INITIAL_RESPONSE_SECONDS
         self.webhook_rate = WEBHOOK_RATE
@@ -283,9 +295,18 @@ class FakeDiscord:
         """Make the next `times` calls for which `matches(call)` holds fail with this error."""
         self.failures.append(Failure(matches, status, code, message, times))
 
+    def rate_limit(self, matches: Callable[[Call], bool], *, retry_after: float = 0.3, times: int = 1) -> None:
+        """Answer the next `times` matching calls with a 429 (a shared or sub-limit: remaining > 0, as Discord
+        does when a limit the headers did not announce is hit)."""
+        self.failures.append(Failure(matches, 429, 0, "You are being rate limited.", times, retry_after))
+
     def hold(self, matches: Callable[[Call], bool], *, seconds: float, times: int = 1) -> None:
         """Apply the next `times` matching calls at once but answer them only after `seconds`."""
         self.holds.append(Hold(matches, seconds, times))
+
+    def drop(self, matches: Callable[[Call], bool], *, applied: bool, times: int = 1) -> None:
+        """Close the connection of the next `times` matching calls without an answer (see `Drop`)."""
+        self.drops.append(Drop(matches, applied, times))
 
     def visible(self, token: str) -> list[dict]:
         """The public messages an interaction made that are still in the channel."""
@@ -491,9 +512,29 @@ class FakeDiscord:
             message_id=params.get("message"),
         )
         headers: dict[str, str] = {}
+        drop = next((d for d in self.drops if d.times > 0 and d.matches(call)), None)
+        if drop is not None:
+            drop.times -= 1
+            if drop.applied:
+                self._answer(call, params)
+            call.status = 0  # no answer
+            with self._cond:
+                self.calls.append(call)
+            self._notify()
+            request.transport.close()
+            return web.Response(status=204)
         hold = next((h for h in self.holds if h.times > 0 and h.matches(call)), None)
         failure = next((f for f in self.failures if f.times > 0 and f.matches(call)), None)
-        if failure is not None:
+        if failure is not None and failure.retry_after is not None:
+            failure.times -= 1
+            call.status = 429
+            self.rate_limited += 1
+            headers = {"Via": "1.1 google", "X-RateLimit-Remaining": "1", "X-RateLimit-Scope": "shared"}
+            response = self._json(
+                {"message": "You are being rate limited.", "retry_after": failure.retry_after, "global": False},
+                status=429,
+            )
+        elif failure is not None:
             failure.times -= 1
             call.status = failure.status
             response = self._json({"message": failure.message, "code": failure.code}, status=failure.status)
