@@ -161,6 +161,7 @@ class ImageCreditsBot(commands.Bot):
                     log.info("Process %s holds the bot lease", self.identity)
                     return True
                 self.standing_by = True
+                self._touch_health()
                 if not told:
                     log.info(
                         "Stand-by: process %s holds the bot lease; %s will take over when it stops",
@@ -210,6 +211,7 @@ class ImageCreditsBot(commands.Bot):
                 log.exception("Could not load extension %s", extension)
 
     async def on_ready(self) -> None:
+        self._touch_health()
         log.info(
             "Connected as %s (id %s) to %d guild(s)", self.user, self.user.id if self.user else "?", len(self.guilds)
         )
@@ -253,15 +255,17 @@ class ImageCreditsBot(commands.Bot):
             and self.ws.open
         )
 
+    def _touch_health(self) -> None:
+        if self.healthy():
+            try:
+                Path(settings.BOT_HEALTH_FILE).touch()
+            except OSError as exc:
+                log.warning("Could not touch the health file %s: %s", settings.BOT_HEALTH_FILE, exc)
+
     async def _health_loop(self) -> None:
         """Touch BOT_HEALTH_FILE while healthy; since this runs on the event loop, a stuck loop stops it too."""
-        path = Path(settings.BOT_HEALTH_FILE)
         while not self._stopping.is_set():
-            if self.healthy():
-                try:
-                    path.touch()
-                except OSError as exc:
-                    log.warning("Could not touch the health file %s: %s", path, exc)
+            self._touch_health()
             await self._sleep(min(HEALTH_TOUCH_SECONDS, settings.BOT_HEARTBEAT_SECONDS))
 
     # --- settling what others left -----------------------------------------------------------------------------

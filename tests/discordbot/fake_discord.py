@@ -145,6 +145,7 @@ class Hold:
     matches: Callable[[Call], bool]
     seconds: float
     times: int = 1
+    applied_first: bool = True  # False: wait first, and apply only if the client is still there
 
 
 @dataclass
@@ -213,14 +214,14 @@ class FakeDiscord:
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, port: int = 0) -> None:
         self._changed = asyncio.Event()
         app = web.Application(client_max_size=64 * 1024 * 1024)  # attachments are multipart bodies of MiBs
         app.router.add_get("/gateway-ws", self._gateway)
         app.router.add_route("*", API_PREFIX + "/{tail:.*}", self._rest)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]
 
@@ -300,9 +301,13 @@ class FakeDiscord:
         does when a limit the headers did not announce is hit)."""
         self.failures.append(Failure(matches, 429, 0, "You are being rate limited.", times, retry_after))
 
-    def hold(self, matches: Callable[[Call], bool], *, seconds: float, times: int = 1) -> None:
-        """Apply the next `times` matching calls at once but answer them only after `seconds`."""
-        self.holds.append(Hold(matches, seconds, times))
+    def hold(
+        self, matches: Callable[[Call], bool], *, seconds: float, times: int = 1, applied_first: bool = True
+    ) -> None:
+        """Apply the next `times` matching calls at once but answer them only after `seconds`; or, with
+        `applied_first=False`, wait first and apply only if the caller is still connected (a request that never
+        fully reached Discord when its sender died)."""
+        self.holds.append(Hold(matches, seconds, times, applied_first))
 
     def drop(self, matches: Callable[[Call], bool], *, applied: bool, times: int = 1) -> None:
         """Close the connection of the next `times` matching calls without an answer (see `Drop`)."""
@@ -524,6 +529,16 @@ class FakeDiscord:
             request.transport.close()
             return web.Response(status=204)
         hold = next((h for h in self.holds if h.times > 0 and h.matches(call)), None)
+        if hold is not None and not hold.applied_first:
+            hold.times -= 1
+            await asyncio.sleep(hold.seconds)
+            if request.transport is None or request.transport.is_closing():
+                call.status = 0  # the sender went away before the request was complete: nothing happened
+                with self._cond:
+                    self.calls.append(call)
+                self._notify()
+                return web.Response(status=204)
+            hold = None
         failure = next((f for f in self.failures if f.times > 0 and f.matches(call)), None)
         if failure is not None and failure.retry_after is not None:
             failure.times -= 1

@@ -1,8 +1,11 @@
-"""`manage.py runbot` as a real process: killed with SIGKILL mid-generation, the credit comes back when it
-restarts; stopped with SIGTERM, it refunds and tells the member, then exits cleanly."""
+"""`manage.py runbot` as real processes on one database: killed with SIGKILL mid-generation, the credit comes
+back when a process takes over; stopped with SIGTERM, it settles its work and hands over to a stand-by; a second
+process stands by while the first holds the lease; an upload cut off by SIGKILL is settled by asking Discord;
+Discord unreachable at start is retried; the container health check follows the process."""
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -12,8 +15,9 @@ import pytest
 from django.db import connection
 
 from discordbot.models import BotProcess, Generation
-from tests.discordbot.fake_discord import EPHEMERAL
+from tests.discordbot.fake_discord import EPHEMERAL, FakeDiscord
 from tests.discordbot.harness import BotHarness
+from vouchers.models import LedgerEntry
 from vouchers.selectors import account_balance
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -180,3 +184,185 @@ def test_sigterm_refunds_unfinished_images_tells_the_member_and_exits_cleanly(
     for secret in ("fake-bot-token", "sk-test-fake", "test-secret-key-not-for-production"):
         assert secret not in bot.output()  # secrets never reach the logs
     assert_audit_clean()
+
+
+# --- two processes on one database: stand-by, handover, SIGKILL of either ---------------------------------------
+
+
+def is_upload(call) -> bool:
+    return call.route == "edit_message" and bool(call.uploads)
+
+
+def charges_and_refunds() -> tuple[int, int]:
+    generation = Generation.objects.get()
+    entries = LedgerEntry.objects.filter(generation=generation)
+    return entries.filter(kind=LedgerEntry.Kind.GENERATE).count(), entries.filter(kind=LedgerEntry.Kind.REFUND).count()
+
+
+def test_a_second_runbot_stands_by_and_a_rolling_deploy_hands_over_with_the_image_delivered_and_charged_once(
+    harness, processes, member, fund, assert_audit_clean
+):
+    harness.openai.delay = 3.0
+    user = member()
+    fund(user, 2)
+    old = processes()
+    sent = harness.command("generate", user=user, prompt="in flight during the deploy")
+    harness.wait_for(lambda: harness.openai.requests, 15)
+
+    new = processes(standby=True)  # ECS starts the new task before stopping the old one
+    identified = harness.discord.identifies
+    new.wait_for_log("Stand-by:")
+    assert harness.discord.identifies == identified and harness.discord.connected == 1  # not on the gateway
+    harness.wait_for(lambda: old.health().returncode == 0 and new.health().returncode == 0)  # serving; waiting
+
+    old.process.send_signal(signal.SIGTERM)  # ... then stops the old one; its image in the making may finish
+    assert old.process.wait(30) == 0, old.output()
+    harness.wait_for(lambda: harness.discord.identifies > identified, 30)  # the stand-by took over
+
+    answer = harness.answer(sent)
+    assert answer.uploads and answer.status == 200
+    generation = Generation.objects.get()
+    assert generation.status == Generation.Status.SUCCEEDED and charges_and_refunds() == (1, 0)
+    assert account_balance(discord_user_id=user) == 1
+    assert new.output().count("Stand-by:") == 1  # one line, not one per poll
+    # The new process serves.
+    harness.openai.delay = 0
+    assert harness.answer(harness.command("generate", user=user, prompt="after the deploy"), 20).uploads
+    assert account_balance(discord_user_id=user) == 0
+    assert list(BotProcess.objects.filter(active=True).values_list("pid", flat=True)) == [new.process.pid]
+    assert_audit_clean()
+
+
+def test_sigkill_of_the_stand_by_changes_nothing_for_the_image_in_flight(
+    harness, processes, member, fund, assert_audit_clean
+):
+    harness.openai.delay = 2.0
+    user = member()
+    fund(user, 1)
+    serving = processes()
+    sent = harness.command("generate", user=user, prompt="unbothered")
+    harness.wait_for(lambda: harness.openai.requests, 15)
+    standby = processes(standby=True)
+
+    standby.process.send_signal(signal.SIGKILL)
+    standby.process.wait(10)
+
+    assert harness.answer(sent, 20).uploads
+    harness.wait_for(lambda: Generation.objects.filter(status=Generation.Status.SUCCEEDED).exists(), 20)
+    assert charges_and_refunds() == (1, 0)
+    assert serving.process.poll() is None and serving.health().returncode == 0
+    assert_audit_clean()
+
+
+def test_sigkill_of_the_holder_while_making_the_image_the_stand_by_takes_over_and_refunds(
+    harness, processes, member, fund, assert_audit_clean
+):
+    harness.openai.mode = "slow"
+    user = member()
+    fund(user, 1)
+    serving = processes()
+    harness.command("generate", user=user, prompt="never made")
+    harness.wait_for(lambda: harness.openai.requests, 15)
+    standby = processes(standby=True)
+    identified = harness.discord.identifies
+
+    serving.process.send_signal(signal.SIGKILL)
+    serving.process.wait(10)
+
+    harness.wait_for(lambda: harness.discord.identifies > identified, 30)  # after the lease expired
+    harness.wait_for(lambda: Generation.objects.filter(status=Generation.Status.REFUNDED).exists(), 20)
+    assert charges_and_refunds() == (1, 1) and account_balance(discord_user_id=user) == 1
+    assert "Refunded 1 generation(s) left in flight" in standby.output()
+    assert_audit_clean()
+
+
+@pytest.mark.parametrize("arrived", [True, False])
+def test_sigkill_of_the_holder_mid_upload_is_settled_by_asking_discord(
+    harness, processes, member, fund, arrived, assert_audit_clean
+):
+    """The upload's outcome is unknown to everyone but Discord: the process that takes over asks it."""
+    user = member()
+    fund(user, 1)
+    # The upload reaches Discord and its answer never comes back; or it never completes at all.
+    harness.discord.hold(is_upload, seconds=60, applied_first=arrived)
+    serving = processes()
+    sent = harness.command("generate", user=user, prompt="cut off mid-upload")
+    harness.wait_for(lambda: [c for c in harness.discord.snapshot() if is_upload(c)] or arrived is False, 15)
+    harness.wait_for(lambda: Generation.objects.filter(status=Generation.Status.DELIVERING).exists(), 15)
+    standby = processes(standby=True)
+    identified = harness.discord.identifies
+
+    serving.process.send_signal(signal.SIGKILL)
+    serving.process.wait(10)
+
+    harness.wait_for(lambda: harness.discord.identifies > identified, 30)
+    final = Generation.Status.SUCCEEDED if arrived else Generation.Status.REFUNDED
+    harness.wait_for(lambda: Generation.objects.filter(status=final).exists(), 30)
+    asked = [c for c in harness.discord.snapshot() if c.route == "channel_message"]
+    assert asked, "the new holder must ask Discord, not guess"
+    if arrived:
+        [message] = harness.discord.visible(sent.token)
+        assert message["attachments"]  # the member has the image ...
+        assert charges_and_refunds() == (1, 0) and account_balance(discord_user_id=user) == 0  # ... and paid once
+        assert "delivered: the charge stands" in standby.output()
+    else:
+        assert charges_and_refunds() == (1, 1) and account_balance(discord_user_id=user) == 1
+        assert "not delivered: refunded" in standby.output()
+    assert_audit_clean()
+
+
+# --- start-up and health ----------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_discord_unreachable_at_start_is_retried_with_one_line_per_attempt(harness, processes):
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api/v10"
+    bot = processes(wait=False, FAKE_DISCORD_API=api, FAKE_DISCORD_GATEWAY=f"ws://127.0.0.1:{port}/gateway-ws")
+    bot.wait_for_log("attempt 2:", timeout=30)
+    attempts = [line for line in bot.output().splitlines() if "Discord is unreachable" in line]
+    assert len(attempts) >= 2 and "retrying in" in attempts[0]
+    assert "Traceback" not in bot.output()
+    assert bot.health().returncode == 1  # not connected: not healthy
+
+    late = FakeDiscord()
+    harness.run(late.start(port))  # Discord comes back
+    try:
+        harness.wait_for(lambda: late.identifies > 0 or bot.process.poll() is not None, 60)
+        assert late.identifies == 1, bot.output()
+        harness.wait_for(lambda: bot.health().returncode == 0, 30)
+        bot.process.send_signal(signal.SIGTERM)
+        assert bot.process.wait(30) == 0, bot.output()
+    finally:
+        harness.run(late.stop())
+    assert "Traceback" not in bot.output()
+
+
+def test_the_health_check_follows_the_process(harness, processes):
+    bot = processes()
+    harness.wait_for(lambda: bot.health().returncode == 0, 30)
+    assert bot.health().stdout.startswith("healthy")
+
+    bot.process.send_signal(signal.SIGKILL)
+    bot.process.wait(10)
+    result = harness.wait_for(lambda: (r := bot.health(max_age=2)).returncode == 1 and r, 30)
+    assert result.stdout.startswith("unhealthy") and len(result.stdout.splitlines()) == 1
+
+
+def test_the_health_check_needs_no_django_and_no_file_means_unhealthy(tmp_path):
+    code = (
+        "import runpy, sys\n"
+        "try:\n    runpy.run_module('discordbot.health', run_name='__main__')\n"
+        "except SystemExit as exit:\n    print('django' in sys.modules, exit.code)\n"
+    )
+    env = {"PATH": os.environ.get("PATH", ""), "BOT_HEALTH_FILE": str(tmp_path / "missing")}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=LAUNCHER.parents[2], capture_output=True, text=True, timeout=30
+    )
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("unhealthy") and lines[1] == "False 1"
