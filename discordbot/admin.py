@@ -9,7 +9,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from discordbot.models import Generation
+from discordbot.models import BotProcess, Generation
 from vouchers.admin_base import ReadOnlyAdmin
 
 
@@ -45,11 +45,14 @@ class GenerationAdmin(ReadOnlyAdmin):
         "cost",
         "status",
         "error",
+        "owner",
         "interaction_id",
+        "guild_id",
         "channel_id",
         "message_id",
         "created_at",
         "started_at",
+        "delivered_at",
         "finished_at",
         "waited",
         "took",
@@ -78,3 +81,11 @@ class GenerationAdmin(ReadOnlyAdmin):
         if obj.finished_at is None:
             return "-"
         return _seconds(obj.finished_at - (obj.started_at or obj.created_at))
+
+
+@admin.register(BotProcess)
+class BotProcessAdmin(ReadOnlyAdmin):
+    """Which `runbot` process holds the bot lease (active), which stand by, and when each last renewed."""
+
+    list_display = ["identity", "active", "host", "pid", "started_at", "heartbeat_at", "expires_at", "stopped_at"]
+    list_filter = ["active"]

@@ -26,6 +26,7 @@ from discord import app_commands
 from discord.ext import commands
 from discord.utils import MISSING
 from django.conf import settings
+from django.db import DatabaseError
 
 from discordbot.bridge import run_service
 from discordbot.images import ImageBackend, backend_from_settings
@@ -139,13 +140,22 @@ class ImageCreditsBot(commands.Bot):
         await self.connect(reconnect=reconnect)
 
     async def _wait_for_lease(self) -> bool:
-        await run_service(
-            bot_process_register,
-            identity=self.identity,
-            host=socket.gethostname(),
-            pid=os.getpid(),
-            lease_seconds=settings.BOT_LEASE_SECONDS,
-        )
+        for attempt in range(1, 1_000_000):
+            try:
+                await run_service(
+                    bot_process_register,
+                    identity=self.identity,
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
+                    lease_seconds=settings.BOT_LEASE_SECONDS,
+                )
+                break
+            except DatabaseError as exc:
+                delay = LOGIN_BACKOFF[min(attempt, len(LOGIN_BACKOFF)) - 1]
+                log.warning("The database is unreachable (attempt %d: %s); retrying in %d s", attempt, exc, delay)
+                await self._sleep(delay)
+                if self._stopping.is_set():
+                    return False
         told = False
         while not self._stopping.is_set():
             try:

@@ -14,6 +14,7 @@ in it (`check_timeouts_fit`, at start-up).
 """
 
 import asyncio
+import contextlib
 import io
 import logging
 from collections import Counter
@@ -167,7 +168,9 @@ class GenerationPipeline:
         if making and grace > 0:
             await asyncio.wait(making, timeout=grace)
         for task, phase in list(self._tasks.items()):
-            if phase != "delivering":
+            # Uploads are left to finish (see above); reservations too: they are short, and then answer
+            # "restarting" and refund, which a cancelled one could not.
+            if phase not in ("delivering", "reserving"):
                 task.cancel()
         pending = [task for task in self._tasks if not task.done()]
         if pending:
@@ -237,7 +240,13 @@ class GenerationPipeline:
         if not done:
             # The database is slow: acknowledge privately within Discord's 3 seconds and decide afterwards.
             log.info("Reservation for user %s is slow; deferring privately", interaction.user.id)
-            await interaction.response.defer(ephemeral=True, thinking=True)
+            try:
+                await interaction.response.defer(ephemeral=True, thinking=True)
+            except discord.HTTPException as exc:  # too late: the interaction is gone, so must be the charge
+                log.warning("Could not acknowledge a slow /generate in time: %s", exc)
+                with contextlib.suppress(VoucherError, BotError):
+                    await self._refund(interaction, await reserving, "discord_unreachable", UNEXPECTED, tell=False)
+                return None
         try:
             reservation = await reserving
         except InsufficientCredits as exc:

@@ -44,6 +44,7 @@ MAX_PROMPT_LENGTH = 1000
 MAX_ERROR_LENGTH = 500
 STALE_BATCH_SIZE = 500
 INTERRUPTED_ERROR = "interrupted: the bot stopped before the image was delivered"
+PROCESS_RECORD_DAYS = 7
 
 
 @dataclass(frozen=True)
@@ -302,8 +303,10 @@ class LeaseState:
 
 
 def bot_process_register(*, identity: str, host: str, pid: int, lease_seconds: float) -> None:
-    """Record a starting `runbot` process (stand-by until it acquires the lease)."""
+    """Record a starting `runbot` process (stand-by until it acquires the lease), and forget processes gone for a
+    week (a missing row counts as an expired lease, so their generations stay settleable)."""
     now = timezone.now()
+    BotProcess.objects.filter(active=False, expires_at__lt=now - timedelta(days=PROCESS_RECORD_DAYS)).delete()
     BotProcess.objects.create(
         identity=identity, host=host[:255], pid=pid, heartbeat_at=now, expires_at=now + timedelta(seconds=lease_seconds)
     )
