@@ -285,12 +285,15 @@ def test_sigkill_of_the_holder_mid_upload_is_settled_by_asking_discord(
     fund(user, 1)
     # The upload reaches Discord and its answer never comes back; or it never completes at all.
     harness.discord.hold(is_upload, seconds=60, applied_first=arrived)
-    serving = processes()
-    sent = harness.command("generate", user=user, prompt="cut off mid-upload")
-    harness.wait_for(lambda: [c for c in harness.discord.snapshot() if is_upload(c)] or arrived is False, 15)
-    harness.wait_for(lambda: Generation.objects.filter(status=Generation.Status.DELIVERING).exists(), 15)
-    standby = processes(standby=True)
+    # A longer upload timeout than the other tests, so the holder is surely killed while its upload hangs.
+    slow_upload = {"DISCORD_UPLOAD_TIMEOUT_SECONDS": "8", "BOT_LEASE_SECONDS": "10"}
+    serving = processes(**slow_upload)
+    standby = processes(standby=True, **slow_upload)
     identified = harness.discord.identifies
+    sent = harness.command("generate", user=user, prompt="cut off mid-upload")
+    harness.wait_for(lambda: Generation.objects.filter(status=Generation.Status.DELIVERING).exists(), 15)
+    if arrived:
+        harness.wait_for(lambda: [c for c in harness.discord.snapshot() if is_upload(c)], 15)
 
     serving.process.send_signal(signal.SIGKILL)
     serving.process.wait(10)
@@ -300,6 +303,7 @@ def test_sigkill_of_the_holder_mid_upload_is_settled_by_asking_discord(
     harness.wait_for(lambda: Generation.objects.filter(status=final).exists(), 30)
     asked = [c for c in harness.discord.snapshot() if c.route == "channel_message"]
     assert asked, "the new holder must ask Discord, not guess"
+    assert not [c for c in harness.discord.snapshot() if c.route == "get_message"]  # the dead holder never asked
     if arrived:
         [message] = harness.discord.visible(sent.token)
         assert message["attachments"]  # the member has the image ...
