@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Exists, Q
 from django.utils import timezone
 
 from discordbot.errors import GenerationError, RedeemRateLimited
@@ -188,17 +188,15 @@ def generation_deliver_begin(*, generation_id: int, owner: str, message_id: int 
     the upload is over, so asking Discord then gives the final answer.
     """
     now = timezone.now()
-    with transaction.atomic():
-        holds_lease = BotProcess.objects.filter(
-            identity=owner, active=True, expires_at__gt=now + timedelta(seconds=lease_margin)
-        ).exists()
-        if not holds_lease:
-            return False
-        return bool(
-            Generation.objects.filter(pk=generation_id, owner=owner, status=Generation.Status.RUNNING).update(
-                status=Generation.Status.DELIVERING, message_id=message_id
-            )
-        )
+    # One conditional UPDATE: the lease check and the transition commit together, with no read-then-write.
+    holds_lease = BotProcess.objects.filter(
+        identity=owner, active=True, expires_at__gt=now + timedelta(seconds=lease_margin)
+    )
+    return bool(
+        Generation.objects.filter(pk=generation_id, owner=owner, status=Generation.Status.RUNNING)
+        .filter(Exists(holds_lease))
+        .update(status=Generation.Status.DELIVERING, message_id=message_id)
+    )
 
 
 def generation_succeed(*, generation_id: int, message_id: int | None = None) -> bool:
