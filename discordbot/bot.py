@@ -61,10 +61,16 @@ class BotCommandTree(app_commands.CommandTree):
 
 
 class OneLineReconnects(logging.Filter):
-    """discord.py logs each gateway reconnect attempt with a full traceback; one line says as much."""
+    """discord.py logs each gateway reconnect attempt with a full traceback; one line says as much. Until the
+    first connection succeeds, the bot logs its own line per attempt (`_connect_with_retry`), so these are
+    dropped."""
+
+    initial_connection = False
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and record.getMessage().startswith("Attempting a reconnect"):
+            if self.initial_connection:
+                return False
             exc = record.exc_info[1]
             record.msg = f"Discord gateway unreachable ({exc.__class__.__name__}: {exc}); {record.getMessage()}"
             record.args = ()
@@ -73,7 +79,8 @@ class OneLineReconnects(logging.Filter):
         return True
 
 
-logging.getLogger("discord.client").addFilter(OneLineReconnects())
+RECONNECT_FILTER = OneLineReconnects()
+logging.getLogger("discord.client").addFilter(RECONNECT_FILTER)
 
 
 def new_identity() -> str:
@@ -137,7 +144,7 @@ class ImageCreditsBot(commands.Bot):
         self._background.append(asyncio.create_task(self._renew_loop(), name="bot-lease"))
         if not await self._login_with_retry(token):
             return
-        await self.connect(reconnect=reconnect)
+        await self._connect_with_retry(reconnect=reconnect)
 
     async def _wait_for_lease(self) -> bool:
         for attempt in range(1, 1_000_000):
@@ -203,6 +210,30 @@ class ImageCreditsBot(commands.Bot):
                     return False
         return False
 
+    async def _connect_with_retry(self, *, reconnect: bool) -> None:
+        """The gateway connection. discord.py retries a lost connection itself, but not a first one that fails
+        (it then raises on its missing websocket), so the first is retried here, one log line per attempt."""
+        RECONNECT_FILTER.initial_connection = True
+        for attempt in range(1, 1_000_000):
+            try:
+                await self.connect(reconnect=reconnect)
+                return
+            except Exception as exc:
+                if self.ws is not None or self._stopping.is_set():
+                    raise  # connected once: discord.py's own reconnecting gave up, or we are stopping
+                cause = exc.__context__ if isinstance(exc, AttributeError) and exc.__context__ else exc
+                delay = LOGIN_BACKOFF[min(attempt, len(LOGIN_BACKOFF)) - 1]
+                log.warning(
+                    "Discord gateway unreachable (attempt %d: %s: %s); retrying in %d s",
+                    attempt,
+                    cause.__class__.__name__,
+                    str(cause)[:200],
+                    delay,
+                )
+                await self._sleep(delay)
+                if self._stopping.is_set():
+                    return
+
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake up at once when the bot is stopping."""
         try:
@@ -221,6 +252,7 @@ class ImageCreditsBot(commands.Bot):
                 log.exception("Could not load extension %s", extension)
 
     async def on_ready(self) -> None:
+        RECONNECT_FILTER.initial_connection = False
         self._touch_health()
         log.info(
             "Connected as %s (id %s) to %d guild(s)", self.user, self.user.id if self.user else "?", len(self.guilds)

@@ -347,6 +347,20 @@ def test_discord_unreachable_at_start_is_retried_with_one_line_per_attempt(harne
     assert "Traceback" not in bot.output()
 
 
+def test_an_unreachable_gateway_is_retried_in_one_line_per_attempt(harness, processes):
+    port = free_port()
+    bot = processes(wait=False, FAKE_DISCORD_GATEWAY=f"ws://127.0.0.1:{port}/gateway-ws")
+    bot.wait_for_log("Discord gateway unreachable", timeout=60)
+    try:
+        harness.wait_for(lambda: bot.output().count("Discord gateway unreachable") >= 2, 60)
+    except TimeoutError:
+        raise AssertionError(bot.output()) from None
+    assert "Traceback" not in bot.output()
+    assert bot.health().returncode == 1  # holds the lease, but the gateway is not connected
+    bot.process.send_signal(signal.SIGTERM)
+    assert bot.process.wait(30) == 0, bot.output()
+
+
 def test_the_health_check_follows_the_process(harness, processes):
     bot = processes()
     harness.wait_for(lambda: bot.health().returncode == 0, 30)
