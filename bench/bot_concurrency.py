@@ -4,7 +4,9 @@ The real bot (`ImageCreditsBot`) runs against the fake Discord of the test suite
 in this process) with a temporary SQLite database and the placeholder backend delayed by L seconds. N members
 each send one /generate at once; the wall time runs from the first interaction pushed down the gateway to the
 last PNG received by the fake Discord. With a global cap of 50, N = 50 should take about L: the target is
-wall/L <= 1.3. Peak RSS is the whole process (bot, fake Discord, Django), from getrusage.
+wall/L <= 1.3. Beside it: the Discord REST calls the bot made per generation (interaction callbacks, webhook
+edits and followups, failed ones included; the fake enforces Discord's rules and rate limits). Peak RSS is the
+whole process (bot, fake Discord, Django), from getrusage.
 
     .venv/bin/python bench/bot_concurrency.py [--latency 2] [--n 1 10 50] [--cap 50] [--database-url URL]
 """
@@ -48,8 +50,9 @@ def _count(fake, tokens: set[str], route: str, *, uploads: bool = False) -> int:
     return sum(1 for c in fake.calls if c.token in tokens and c.route == route and (bool(c.uploads) or not uploads))
 
 
-async def run_rounds(rounds: list[list[int]]) -> list[tuple[int, float, float]]:
-    """Each round: every member in it sends one /generate at once. Returns (N, wall seconds, slowest deferral)."""
+async def run_rounds(rounds: list[list[int]]) -> list[tuple[int, float, float, float]]:
+    """Each round: every member in it sends one /generate at once.
+    Returns (N, wall seconds, slowest deferral, Discord REST calls per generation)."""
     import discord.gateway
     import discord.http
 
@@ -87,7 +90,8 @@ async def run_rounds(rounds: list[list[int]]) -> list[tuple[int, float, float]]:
                 raise SystemExit(f"N={n}: only {images} images; the rest were refused or failed")
             deferred_at = {c.token: c.at for c in fake.calls if c.route == "callback" and c.token in tokens}
             slowest_deferral = max(deferred_at[sent.token] - sent.at for sent in sents)
-            results.append((n, wall, slowest_deferral))
+            rest_calls = sum(1 for c in fake.calls if c.token in tokens)
+            results.append((n, wall, slowest_deferral, rest_calls / n))
             await asyncio.sleep(0.2)  # let the round's last successes be recorded before the next one
     finally:
         await bot.close()
@@ -137,9 +141,9 @@ def main() -> None:
         connection.close()
 
     print(f"bot_concurrency: placeholder backend, L = {args.latency:g} s, cap = {args.cap}, {engine}")
-    print(f"{'N':>4}  {'wall (s)':>9}  {'wall/L':>7}  {'slowest deferral (ms)':>22}")
-    for n, wall, deferral in results:
-        print(f"{n:>4}  {wall:>9.3f}  {wall / args.latency:>7.3f}  {deferral * 1000:>22.1f}")
+    print(f"{'N':>4}  {'wall (s)':>9}  {'wall/L':>7}  {'REST calls/gen':>14}  {'slowest deferral (ms)':>22}")
+    for n, wall, deferral, calls in results:
+        print(f"{n:>4}  {wall:>9.3f}  {wall / args.latency:>7.3f}  {calls:>14.2f}  {deferral * 1000:>22.1f}")
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     print(f"peak RSS: {peak_mib:.0f} MiB (bot + fake Discord + Django, one process; {os.cpu_count()} CPUs)")
     print(f"images delivered: {delivered}; auditcredits: {'ok' if not broken else 'BROKEN: ' + ', '.join(broken)}")

@@ -10,15 +10,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from discordbot.models import Generation
+from discordbot.models import BotProcess, Generation
 from vouchers.admin_base import ReadOnlyAdmin, moment
-
-
-def discord_message_url(*, guild_id: int | None, channel_id: int | None, message_id: int | None) -> str | None:
-    """The message's link in Discord. A guild channel's link needs the guild id; without it there is none."""
-    if not (guild_id and channel_id and message_id):
-        return None
-    return f"https://discord.com/channels/{guild_id}/{channel_id}/{message_id}"
 
 
 def _seconds(delta: timedelta | None) -> str:
@@ -53,12 +46,15 @@ class GenerationAdmin(ReadOnlyAdmin):
         "cost",
         "status",
         "error",
+        "owner",
         "interaction_id",
+        "guild_id",
         "channel_id",
         "message_id",
         "discord_message",
         "created_at",
         "started_at",
+        "delivered_at",
         "finished_at",
         "waited",
         "took",
@@ -78,16 +74,10 @@ class GenerationAdmin(ReadOnlyAdmin):
 
     @admin.display(description="in Discord")
     def discord_message(self, obj: Generation) -> str:
-        # Generations record the channel and message but not the guild (server), which a link to a message in a
-        # server needs; `guild_id` is read here when the model has it.
-        url = discord_message_url(
-            guild_id=getattr(obj, "guild_id", None), channel_id=obj.channel_id, message_id=obj.message_id
-        )
+        url = obj.message_url
         if url:
             return format_html('<a href="{}" target="_blank" rel="noopener noreferrer">Open the message</a>', url)
-        if obj.message_id:
-            return "– (no link: the guild id is not recorded)"
-        return "– (no message: not delivered)"
+        return "\N{EN DASH} (no message: not delivered)"
 
     @admin.display(description="waited")
     def waited(self, obj: Generation) -> str:
@@ -100,3 +90,11 @@ class GenerationAdmin(ReadOnlyAdmin):
         if obj.finished_at is None:
             return "-"
         return _seconds(obj.finished_at - (obj.started_at or obj.created_at))
+
+
+@admin.register(BotProcess)
+class BotProcessAdmin(ReadOnlyAdmin):
+    """Which `runbot` process holds the bot lease (active), which stand by, and when each last renewed."""
+
+    list_display = ["identity", "active", "host", "pid", "started_at", "heartbeat_at", "expires_at", "stopped_at"]
+    list_filter = ["active"]

@@ -1,4 +1,10 @@
-"""Image generations requested in Discord. Each one's cost is a `generate` ledger debit on its account."""
+"""Image generations requested in Discord, and the bot processes that make them.
+
+Each generation's cost is a `generate` ledger debit on its account. Each `runbot` process registers a
+`BotProcess` row (its identity and heartbeat lease); at most one row is `active` (a partial unique constraint):
+that process alone is connected to Discord's gateway and accepts requests. A generation records its `owner`, the
+process that accepted it, so other processes settle it only once that owner's lease has expired.
+"""
 
 from django.db import models
 from django.db.models import Q
@@ -8,12 +14,17 @@ class Generation(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
+        # The image is being uploaded to Discord: whether it arrived is known only once Discord answers (or is
+        # asked). Never refunded without asking Discord first.
+        DELIVERING = "delivering", "Delivering"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
         REFUNDED = "refunded", "Refunded"
 
-    # Statuses whose credit is still in flight: refunded at start-up and by the sweep if left behind.
-    IN_FLIGHT = (Status.QUEUED, Status.RUNNING)
+    # Statuses whose credit is still in flight: settled by the owner, or after its lease expired by another process.
+    IN_FLIGHT = (Status.QUEUED, Status.RUNNING, Status.DELIVERING)
+    # In flight and certainly not delivered: these may be refunded without asking Discord.
+    UNDELIVERED = (Status.QUEUED, Status.RUNNING)
 
     account = models.ForeignKey("vouchers.CreditAccount", on_delete=models.PROTECT, related_name="generations")
     prompt = models.TextField()
@@ -23,11 +34,16 @@ class Generation(models.Model):
     cost = models.PositiveIntegerField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
     error = models.TextField(blank=True)
+    # The identity of the bot process that accepted it (BotProcess.identity); empty for one made outside the bot.
+    owner = models.CharField(max_length=80, blank=True, db_index=True)
     interaction_id = models.BigIntegerField(null=True, blank=True)
+    guild_id = models.BigIntegerField(null=True, blank=True)
     channel_id = models.BigIntegerField(null=True, blank=True)
+    # The message that carries (or, while delivering, is being given) the image.
     message_id = models.BigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -38,3 +54,34 @@ class Generation(models.Model):
 
     def __str__(self) -> str:
         return f"Generation #{self.pk} ({self.status})"
+
+    @property
+    def message_url(self) -> str | None:
+        """A link to the image message in Discord, once delivered."""
+        if self.status != self.Status.SUCCEEDED or not (self.message_id and self.channel_id):
+            return None
+        return f"https://discord.com/channels/{self.guild_id or '@me'}/{self.channel_id}/{self.message_id}"
+
+
+class BotProcess(models.Model):
+    """One `runbot` process: its identity and heartbeat lease. At most one is active (holds the bot lease)."""
+
+    identity = models.CharField(max_length=80, unique=True)
+    host = models.CharField(max_length=255, blank=True)
+    pid = models.PositiveIntegerField(default=0)
+    active = models.BooleanField(default=False)
+    started_at = models.DateTimeField(auto_now_add=True)
+    heartbeat_at = models.DateTimeField()
+    # The process is alive (its generations are its own to settle) until this moment, unless it renews.
+    expires_at = models.DateTimeField(db_index=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        verbose_name_plural = "bot processes"
+        constraints = [
+            models.UniqueConstraint(fields=["active"], condition=Q(active=True), name="one_active_bot_process"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.identity} ({'active' if self.active else 'stand-by'})"

@@ -1,52 +1,142 @@
-"""One accepted /generate (or Regenerate click), from its reservation to a posted image or a refund.
+"""One /generate (or Regenerate click), from its reservation to a posted image or a refund.
 
-    deferred (by the caller) -> reserve (refused at once if short) -> wait in line (position shown)
-    -> start -> backend, with no transaction open -> post the PNG -> succeed
-                                         any failure on the way -> refund, and say why in plain words
+    reserve (before any response) -- refused: an ephemeral answer, nothing charged, nothing in the channel
+      | accepted
+    public deferral ("thinking...") -> wait in line (first places told their position) -> start
+    -> backend, with no transaction open -> delivering -> post the PNG -> succeeded (charged)
+                            any failure on the way -> refund, and say why privately
 
-The rules (what a generation costs, when it may be refunded) live in `discordbot.services`; this module only
-orders the steps and talks to Discord. A generation is marked succeeded only after Discord accepted the image,
-so a member is never charged for an image they did not get; if this process dies half-way, the start-up refund
-and the periodic sweep give the credit back.
+The rules (what a generation costs, when it may be refunded) live in `discordbot.services`; this module orders
+the steps and talks to Discord. Delivered means charged: a generation is marked delivering before the upload, and
+one whose upload ended without a clear answer is settled by asking Discord whether the message carries the image,
+never by guessing. Discord's interaction token lives 15 minutes, so the queue and generation timeouts must fit
+in it (`check_timeouts_fit`, at start-up).
 """
 
 import asyncio
+import contextlib
 import io
 import logging
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+import aiohttp
 import discord
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError
 
 from discordbot.bridge import run_service
 from discordbot.errors import BotError, GenerationError
 from discordbot.images import ImageBackend, safety_identifier
 from discordbot.queue import GenerationQueue, QueueTimeout
-from discordbot.replies import UNEXPECTED, plural, send_private
+from discordbot.replies import PUBLIC_MESSAGE, UNEXPECTED, PublicMessage, plural, send_private
 from discordbot.services import (
     Reservation,
+    generation_deliver_begin,
     generation_fail_and_refund,
     generation_reserve,
     generation_reserve_again,
     generation_start,
     generation_succeed,
 )
-from discordbot.views import image_view
-from vouchers.errors import VoucherError
-from vouchers.selectors import account_balance
+from discordbot.views import buy_view, image_view
+from vouchers.errors import InsufficientCredits, VoucherError
 
 log = logging.getLogger(__name__)
 
 MAX_PROMPT_SHOWN = 1500  # of Discord's 2,000 characters per message
+INTERACTION_TOKEN_SECONDS = 15 * 60  # Discord: an interaction token works for 15 minutes
+TOKEN_SAFETY_SECONDS = 60  # reserving, the database, retries on 429: slack inside those 15 minutes
+# Discord drops an interaction not answered within 3 seconds; the reservation gets this long to decide whether the
+# first response is a private refusal or a public deferral, else the request is acknowledged privately first.
+RESERVE_BEFORE_RESPONSE_SECONDS = 2.0
+POSITIONS_SHOWN = 10  # only the first places in line are kept up to date (each update is a Discord edit)
+POSITION_REPORT_INTERVAL = 2.0  # at most one position edit per request per this many seconds
+RECORD_DELAYS = (0.5, 1, 2, 4, 8, 15, 30, 30)  # retries of the delivery record on a database hiccup
+ASK_DELAYS = (0, 1, 2, 4)  # asking Discord whether an upload arrived
+RESTARTING = "The bot is restarting. Please try again in a minute."
+STOPPED_BEFORE_FINISHED = "The bot restarted before your image was finished."
+
+TRANSIENT_DISCORD_ERRORS = (TimeoutError, aiohttp.ClientError, OSError, discord.DiscordServerError)
+
+
+def image_filename(generation_id: int) -> str:
+    return f"image-{generation_id}.png"
+
+
+def carries_image(filenames: list[str], generation_id: int) -> bool:
+    return image_filename(generation_id) in filenames
+
+
+def check_timeouts_fit() -> None:
+    """Start-up check: a request's whole life must fit in its interaction token's 15 minutes, or its answer
+    (the image, or the refund message) could not be sent."""
+    needed = (
+        settings.GENERATION_QUEUE_TIMEOUT_SECONDS
+        + settings.GENERATION_TIMEOUT_SECONDS
+        + settings.DISCORD_UPLOAD_TIMEOUT_SECONDS
+        + RESERVE_BEFORE_RESPONSE_SECONDS
+        + TOKEN_SAFETY_SECONDS
+    )
+    if needed > INTERACTION_TOKEN_SECONDS:
+        raise ImproperlyConfigured(
+            f"GENERATION_QUEUE_TIMEOUT_SECONDS ({settings.GENERATION_QUEUE_TIMEOUT_SECONDS:g}) + "
+            f"GENERATION_TIMEOUT_SECONDS ({settings.GENERATION_TIMEOUT_SECONDS:g}) + "
+            f"DISCORD_UPLOAD_TIMEOUT_SECONDS ({settings.DISCORD_UPLOAD_TIMEOUT_SECONDS:g}) + "
+            f"{RESERVE_BEFORE_RESPONSE_SECONDS + TOKEN_SAFETY_SECONDS:g} s of slack must fit in Discord's "
+            f"{INTERACTION_TOKEN_SECONDS} s interaction token; it adds up to {needed:g} s."
+        )
+    margin = settings.DISCORD_UPLOAD_TIMEOUT_SECONDS + settings.BOT_HEARTBEAT_SECONDS
+    if settings.BOT_LEASE_SECONDS <= margin + settings.BOT_HEARTBEAT_SECONDS:
+        raise ImproperlyConfigured(
+            f"BOT_LEASE_SECONDS ({settings.BOT_LEASE_SECONDS:g}) must exceed DISCORD_UPLOAD_TIMEOUT_SECONDS + "
+            f"twice BOT_HEARTBEAT_SECONDS ({margin + settings.BOT_HEARTBEAT_SECONDS:g}): a process uploads only "
+            "while its lease outlasts the upload."
+        )
+
+
+async def ask_discord(fetch: Callable[[], Awaitable[list[str]]], generation_id: int) -> bool | None:
+    """Does the message carry this generation's image? `fetch` returns the message's attachment filenames.
+    True or False as Discord says (a message that is gone carries nothing); None if Discord could not be asked."""
+    for attempt, delay in enumerate(ASK_DELAYS, 1):
+        await asyncio.sleep(delay)
+        try:
+            filenames = await fetch()
+        except discord.NotFound:
+            return False
+        except (discord.HTTPException, *TRANSIENT_DISCORD_ERRORS) as exc:
+            log.warning("Could not ask Discord about generation #%s (attempt %d): %s", generation_id, attempt, exc)
+            continue
+        return carries_image(filenames, generation_id)
+    return None
 
 
 class GenerationPipeline:
-    def __init__(self, *, backend: ImageBackend, queue: GenerationQueue, timeout: float, queue_timeout: float) -> None:
+    def __init__(
+        self,
+        *,
+        backend: ImageBackend,
+        queue: GenerationQueue,
+        timeout: float,
+        queue_timeout: float,
+        identity: str = "",
+        max_waiting_per_member: int = 3,
+        upload_timeout: float = 30.0,
+        lease_margin: float = 40.0,
+    ) -> None:
         self.backend = backend
         self.queue = queue
         self.timeout = timeout
         self.queue_timeout = queue_timeout
-        self._tasks: set[asyncio.Task] = set()
-        self._posting: set[asyncio.Task] = set()  # uploading the finished image: let them finish
+        self.identity = identity
+        self.max_waiting_per_member = max_waiting_per_member
+        self.upload_timeout = upload_timeout
+        self.lease_margin = lease_margin
+        # Each request's task and its phase: reserving, waiting, running, delivering.
+        self._tasks: dict[asyncio.Task, str] = {}
+        self._waiting: Counter[int] = Counter()  # per member: reserving or waiting in line
         self._in_flight: set[int] = set()
         self._closing = False
         self._closed = False
@@ -64,109 +154,198 @@ class GenerationPipeline:
     async def regenerate(self, interaction: discord.Interaction, *, source_id: int) -> None:
         await self._run(interaction, generation_reserve_again, source_id=source_id)
 
-    async def close(self, *, timeout: float = 10.0) -> None:
-        """Stop: refund and tell every member whose image is still in line or in the making.
-
-        Requests already uploading their image are left to finish: cancelling one could not tell whether
-        Discord had got the image, and would refund it."""
+    async def close(self, *, grace: float = 0.0) -> None:
+        """Stop, settling every request: those in line are refunded (and told) at once; images being made get
+        `grace` seconds to finish and be posted, then are refunded; uploads under way are left to finish, since
+        cancelling one could not tell whether Discord had got the image."""
         if self._closed:
             return
         self._closing = True
-        tasks = [task for task in self._tasks if not task.done()]
-        for task in tasks:
-            if task not in self._posting:
+        for task, phase in list(self._tasks.items()):
+            if phase == "waiting":
                 task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
+        making = [task for task, phase in self._tasks.items() if phase in ("reserving", "running")]
+        if making and grace > 0:
+            await asyncio.wait(making, timeout=grace)
+        for task, phase in list(self._tasks.items()):
+            # Uploads are left to finish (see above); reservations too: they are short, and then answer
+            # "restarting" and refund, which a cancelled one could not.
+            if phase not in ("delivering", "reserving"):
+                task.cancel()
+        pending = [task for task in self._tasks if not task.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=self.upload_timeout + 15)
         await self.backend.aclose()
         self._closed = True
 
-    async def _run(self, interaction: discord.Interaction, reserve: Callable[..., Reservation], **options) -> None:
-        if not interaction.response.is_done():
-            await interaction.response.defer(thinking=True)  # public: the image is for the channel
+    # --- one request -------------------------------------------------------------------------------------------
+
+    async def _run(self, interaction: discord.Interaction, reserve: Callable[..., Reservation], **options: Any) -> None:
+        member = interaction.user.id
         if self._closing:
+            await send_private(interaction, RESTARTING)
+            return
+        if self._waiting[member] >= self.max_waiting_per_member:
             await send_private(
-                interaction, "The bot is restarting. Please try again in a minute.", replace_deferral=True
+                interaction,
+                f"You already have {plural(self._waiting[member], 'request')} waiting in line, the most one member "
+                "may have. Please ask again once one of them has started. Nothing was charged.",
             )
             return
+        task = asyncio.current_task()
+        self._waiting[member] += 1
+        self._tasks[task] = "reserving"
+        waiting = True
+
+        def stop_waiting() -> None:
+            nonlocal waiting
+            if waiting:
+                waiting = False
+                self._waiting[member] -= 1
+                if self._waiting[member] <= 0:
+                    del self._waiting[member]
+
         try:
-            reservation = await run_service(
+            accepted = await self._reserve(interaction, reserve, **options)
+            if accepted is None:
+                return
+            reservation, public = accepted
+            self._in_flight.add(reservation.generation_id)
+            try:
+                await self._settle(interaction, reservation, public, stop_waiting)
+            finally:
+                self._in_flight.discard(reservation.generation_id)
+        finally:
+            stop_waiting()
+            self._tasks.pop(task, None)
+
+    async def _reserve(
+        self, interaction: discord.Interaction, reserve: Callable[..., Reservation], **options: Any
+    ) -> tuple[Reservation, PublicMessage] | None:
+        """Reserve first, then answer: a refusal is an ephemeral initial response, and only an accepted request
+        gets a public message. Returns None when refused (and answered)."""
+        reserving = asyncio.ensure_future(
+            run_service(
                 reserve,
                 discord_user_id=interaction.user.id,
                 model=self.backend.model,
+                owner=self.identity,
                 interaction_id=interaction.id,
+                guild_id=interaction.guild_id,
                 channel_id=interaction.channel_id,
                 **options,
             )
-        except (VoucherError, BotError) as exc:
-            await send_private(interaction, exc.message, replace_deferral=True)
-            return
-        task = asyncio.current_task()
-        self._tasks.add(task)
-        self._in_flight.add(reservation.generation_id)
+        )
+        done, _ = await asyncio.wait({reserving}, timeout=RESERVE_BEFORE_RESPONSE_SECONDS)
+        if not done:
+            # The database is slow: acknowledge privately within Discord's 3 seconds and decide afterwards.
+            log.info("Reservation for user %s is slow; deferring privately", interaction.user.id)
+            try:
+                await interaction.response.defer(ephemeral=True, thinking=True)
+            except discord.HTTPException as exc:  # too late: the interaction is gone, so must be the charge
+                log.warning("Could not acknowledge a slow /generate in time: %s", exc)
+                with contextlib.suppress(VoucherError, BotError):
+                    await self._refund(interaction, await reserving, "discord_unreachable", UNEXPECTED, tell=False)
+                return None
         try:
-            await self._settle(interaction, reservation)
-        finally:
-            self._tasks.discard(task)
-            self._posting.discard(task)
-            self._in_flight.discard(reservation.generation_id)
+            reservation = await reserving
+        except InsufficientCredits as exc:
+            await send_private(interaction, exc.message, view=buy_view(interaction.user))
+            return None
+        except (VoucherError, BotError) as exc:
+            await send_private(interaction, exc.message)
+            return None
+        if self._closing:  # reserved while `close` was already under way
+            await self._refund(interaction, reservation, "interrupted", RESTARTING)
+            return None
+        try:
+            if not interaction.response.is_done():
+                response = await interaction.response.defer(thinking=True)  # public: the image is for the channel
+                public = PublicMessage(interaction, message_id=response.message_id if response else None)
+            else:
+                # After a private deferral the first followup takes its (private) place; the image then gets a
+                # public message of its own.
+                await interaction.followup.send(
+                    "Your request was accepted; the image will be posted in this channel.", ephemeral=True
+                )
+                followup = await interaction.followup.send("\N{ARTIST PALETTE} Making an image...", wait=True)
+                public = PublicMessage(interaction, message_id=followup.id, followup=followup)
+        except discord.HTTPException as exc:
+            log.warning("Could not answer the interaction of generation #%s: %s", reservation.generation_id, exc)
+            await self._refund(interaction, reservation, "discord_unreachable", UNEXPECTED, tell=False)
+            return None
+        interaction.extras[PUBLIC_MESSAGE] = public
+        return reservation, public
 
-    async def _settle(self, interaction: discord.Interaction, reservation: Reservation) -> None:
+    async def _settle(
+        self,
+        interaction: discord.Interaction,
+        reservation: Reservation,
+        public: PublicMessage,
+        stop_waiting: Callable[[], None],
+    ) -> None:
         generation_id = reservation.generation_id
         try:
-            message_id = await self._make_and_post(interaction, reservation)
+            png = await self._make(interaction, reservation, public, stop_waiting)
         except asyncio.CancelledError:
-            await self._refund(
-                interaction, reservation, "interrupted", "The bot restarted before your image was finished."
-            )
+            await self._refund(interaction, reservation, "interrupted", STOPPED_BEFORE_FINISHED)
             raise
         except GenerationError as exc:
             await self._refund(interaction, reservation, exc.reason, exc.message)
-            return
-        except discord.HTTPException as exc:
-            log.warning("Discord refused the image of generation #%s: %s", generation_id, exc)
-            await self._refund(
-                interaction,
-                reservation,
-                "discord_send_failed",
-                "Discord did not accept the image, so it was not posted.",
-            )
             return
         except Exception:
             log.exception("Generation #%s failed unexpectedly", generation_id)
             await self._refund(interaction, reservation, "error", UNEXPECTED)
             return
-        # Delivered: from here on the member has their image, so nothing below may refund it.
-        try:
-            if not await run_service(generation_succeed, generation_id=generation_id, message_id=message_id):
-                log.warning("Generation #%s was delivered after it had been settled (refunded)", generation_id)
-        except Exception:
-            log.exception("Could not record generation #%s as delivered; the sweep will refund it", generation_id)
+        self._tasks[asyncio.current_task()] = "delivering"
+        await self._deliver(interaction, reservation, public, png)
 
-    async def _make_and_post(self, interaction: discord.Interaction, reservation: Reservation) -> int:
-        """Wait for a slot, make the image and post it; returns the message id. Raises on any failure."""
-        if self._closing:  # reserved while `close` was already under way, so `close` did not see this task
-            raise asyncio.CancelledError()
+    async def _make(
+        self,
+        interaction: discord.Interaction,
+        reservation: Reservation,
+        public: PublicMessage,
+        stop_waiting: Callable[[], None],
+    ) -> bytes:
+        """Wait for a slot and make the image. Raises on any failure."""
         waited = False
+        set_aside = f"Your {plural(reservation.cost)} {'is' if reservation.cost == 1 else 'are'} set aside for it."
 
         async def show_position(position: int) -> None:
             nonlocal waited
             waited = True
-            await interaction.edit_original_response(
-                content=f"\N{HOURGLASS WITH FLOWING SAND} You're **#{position}** in line. "
-                f"Your {plural(reservation.cost)} {'is' if reservation.cost == 1 else 'are'} set aside for it."
+            place = (
+                f"You're **#{position}** in line."
+                if position <= POSITIONS_SHOWN
+                else f"You're in line, behind more than {POSITIONS_SHOWN} requests."
             )
+            try:
+                await public.edit(content=f"\N{HOURGLASS WITH FLOWING SAND} {place} {set_aside}")
+            except discord.HTTPException as exc:
+                log.warning("Could not show generation #%s its place in line: %s", reservation.generation_id, exc)
 
+        self._tasks[asyncio.current_task()] = "waiting"
         try:
-            async with self.queue.slot(interaction.user.id, timeout=self.queue_timeout, on_wait=show_position):
+            async with self.queue.slot(
+                interaction.user.id,
+                timeout=self.queue_timeout,
+                on_wait=show_position,
+                min_report_interval=POSITION_REPORT_INTERVAL,
+                show_places=POSITIONS_SHOWN,
+            ):
+                stop_waiting()
+                self._tasks[asyncio.current_task()] = "running"
                 if not await run_service(generation_start, generation_id=reservation.generation_id):
                     raise GenerationError("This request expired before it could start.", reason="expired")
                 if waited:
-                    await interaction.edit_original_response(content="\N{ARTIST PALETTE} Making your image...")
+                    try:
+                        await public.edit(content="\N{ARTIST PALETTE} Making your image...")
+                    except discord.HTTPException as exc:
+                        log.warning("Could not update generation #%s: %s", reservation.generation_id, exc)
                 # No transaction is open here: each service call above committed on its own.
                 try:
                     async with asyncio.timeout(self.timeout):
-                        png = await self.backend.generate(
+                        return await self.backend.generate(
                             prompt=reservation.prompt,
                             size=reservation.size,
                             quality=reservation.quality,
@@ -177,39 +356,140 @@ class GenerationPipeline:
         except QueueTimeout:
             raise GenerationError("The line is too long right now. Please try again later.", "queue_timeout") from None
 
-        if self._closing:
-            raise asyncio.CancelledError()  # made, but the bot is stopping: refund rather than race the close
-        self._posting.add(asyncio.current_task())
-        balance = await run_service(account_balance, discord_user_id=interaction.user.id)
+    async def _deliver(
+        self, interaction: discord.Interaction, reservation: Reservation, public: PublicMessage, png: bytes
+    ) -> None:
+        generation_id = reservation.generation_id
+        try:
+            begun = await run_service(
+                generation_deliver_begin,
+                generation_id=generation_id,
+                owner=self.identity,
+                message_id=public.message_id,
+                lease_margin=self.lease_margin,
+            )
+        except DatabaseError:
+            log.exception("Could not mark generation #%s as delivering", generation_id)
+            begun = False
+        if not begun:
+            # This process no longer holds the bot lease with time to spare (it is handing over), or the
+            # generation was settled meanwhile: posting now could race the new holder's settlement.
+            await self._refund(
+                interaction, reservation, "handover", "The bot was restarting, so your image could not be posted."
+            )
+            return
         prompt = discord.utils.escape_mentions(discord.utils.escape_markdown(reservation.prompt))
         if len(prompt) > MAX_PROMPT_SHOWN:
             prompt = prompt[: MAX_PROMPT_SHOWN - 1] + "\N{HORIZONTAL ELLIPSIS}"
         size = reservation.size.replace("x", "\N{MULTIPLICATION SIGN}")
+        # The balance is the member's business, not the channel's: the public post shows only what this cost.
         content = (
             f"**Prompt:** {prompt}\n"
             f"-# {size} \N{MIDDLE DOT} {reservation.quality} \N{MIDDLE DOT} {plural(reservation.cost)} "
-            f"\N{MIDDLE DOT} {plural(balance)} left"
+            f"\N{MIDDLE DOT} for {interaction.user.mention}"
         )
-        image = discord.File(io.BytesIO(png), filename=f"image-{reservation.generation_id}.png")
-        message = await interaction.edit_original_response(
-            content=content,
-            attachments=[image],
-            view=image_view(reservation.generation_id, cost=reservation.cost),
-            allowed_mentions=discord.AllowedMentions.none(),
-        )
-        return message.id
+        image = discord.File(io.BytesIO(png), filename=image_filename(generation_id))
+        try:
+            async with asyncio.timeout(self.upload_timeout):
+                message = await public.edit(
+                    content=content,
+                    attachments=[image],
+                    view=image_view(generation_id, cost=reservation.cost),
+                    allowed_mentions=discord.AllowedMentions.none(),
+                )
+        except discord.HTTPException as exc:
+            if exc.status >= 500:
+                delivered = await self._ask(public, generation_id, exc)
+            else:  # Discord answered, and refused: the message is as it was, without the image
+                log.warning("Discord refused the image of generation #%s: %s", generation_id, exc)
+                delivered = False
+        except TRANSIENT_DISCORD_ERRORS as exc:
+            delivered = await self._ask(public, generation_id, exc)
+        else:
+            delivered = True
+            public.message_id = message.id
+        if delivered is None:
+            log.error(
+                "Generation #%s: whether its image reached Discord is unknown; it stays delivering and the sweep "
+                "will ask Discord again",
+                generation_id,
+            )
+            return
+        if not delivered:
+            await self._refund(
+                interaction,
+                reservation,
+                "discord_send_failed",
+                "Discord did not accept the image, so it was not posted.",
+                delivery_checked=True,
+            )
+            return
+        # Delivered: from here on the member has their image, so nothing may withdraw or refund it.
+        interaction.extras.pop(PUBLIC_MESSAGE, None)
+        await self._record_delivery(generation_id, public.message_id)
 
-    async def _refund(self, interaction: discord.Interaction, reservation: Reservation, reason: str, text: str) -> None:
+    async def _ask(self, public: PublicMessage, generation_id: int, exc: BaseException) -> bool | None:
+        log.warning(
+            "The upload of generation #%s ended without an answer (%s); asking Discord whether it arrived",
+            generation_id,
+            exc.__class__.__name__,
+        )
+
+        async def fetch() -> list[str]:
+            message = await public.fetch()
+            return [attachment.filename for attachment in message.attachments]
+
+        return await ask_discord(fetch, generation_id)
+
+    async def _record_delivery(self, generation_id: int, message_id: int | None) -> None:
+        """Record the delivery, retrying through database hiccups: the member has the image, so the charge must
+        stand. If the database stays away, the generation stays delivering and the sweep asks Discord."""
+        for attempt, delay in enumerate((*RECORD_DELAYS, None), 1):
+            try:
+                if not await run_service(generation_succeed, generation_id=generation_id, message_id=message_id):
+                    log.error("Generation #%s was delivered but was no longer delivering", generation_id)
+                return
+            except DatabaseError as exc:
+                if delay is None:
+                    break
+                log.warning(
+                    "Could not record generation #%s as delivered (attempt %d: %s); retrying in %g s",
+                    generation_id,
+                    attempt,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+        log.error("Gave up recording generation #%s as delivered; the sweep will ask Discord", generation_id)
+
+    async def _refund(
+        self,
+        interaction: discord.Interaction,
+        reservation: Reservation,
+        reason: str,
+        text: str,
+        *,
+        delivery_checked: bool = False,
+        tell: bool = True,
+    ) -> None:
         generation_id = reservation.generation_id
         try:
-            await run_service(generation_fail_and_refund, generation_id=generation_id, error=f"{reason}: {text}")
+            refunded = await run_service(
+                generation_fail_and_refund,
+                generation_id=generation_id,
+                error=f"{reason}: {text}",
+                delivery_checked=delivery_checked,
+            )
         except Exception:
             log.exception("Could not refund generation #%s now; the sweep will", generation_id)
             text += " Your credits will be refunded shortly."
         else:
-            log.info("Generation #%s refunded (%s)", generation_id, reason)
+            if refunded:
+                log.info("Generation #%s refunded (%s)", generation_id, reason)
             text += f" Your {plural(reservation.cost)} {'was' if reservation.cost == 1 else 'were'} refunded."
+        if not tell:
+            return
         try:
-            await send_private(interaction, text, replace_deferral=True)
+            await send_private(interaction, text)
         except discord.HTTPException as exc:
             log.warning("Could not tell user %s why generation #%s failed: %s", interaction.user.id, generation_id, exc)

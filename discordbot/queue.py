@@ -89,11 +89,14 @@ class GenerationQueue:
         timeout: float | None = None,
         on_wait: Callable[[int], Awaitable[None]] | None = None,
         min_report_interval: float = 1.0,
+        show_places: int | None = None,
     ) -> AsyncIterator[Ticket]:
         """Wait for a slot and hold it for the block.
 
-        While waiting, `on_wait(position)` is awaited whenever the position changes, at most once per
-        `min_report_interval` seconds (the latest position is reported once the interval has passed).
+        While waiting, `on_wait(position)` is awaited when the position changes, at most once per
+        `min_report_interval` seconds (the latest position is reported once the interval has passed). With
+        `show_places`, positions further back are reported only once, on entering the line: every report is a
+        Discord edit, and a long line must not turn into a storm of them.
         Raises QueueTimeout after `timeout` seconds in line.
         """
         ticket = self.enter(member_id)
@@ -106,7 +109,8 @@ class GenerationQueue:
                     raise QueueTimeout()
                 wait = None if deadline is None else deadline - now
                 position = self.position(ticket)
-                if on_wait is not None and position != reported:
+                worth_reporting = reported == 0 or show_places is None or position <= show_places
+                if on_wait is not None and position != reported and worth_reporting:
                     due = reported_at + min_report_interval
                     if now >= due:
                         await on_wait(position)

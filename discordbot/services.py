@@ -1,37 +1,50 @@
-"""The bot's business rules: reserving, settling and refunding generations, and limiting failed redeems.
+"""The bot's business rules: reserving, settling and refunding generations, the bot lease, failed redeems.
 
 Typed sync functions with keyword-only arguments; the cogs call them through `discordbot.bridge.run_service`.
 Credits move only through `vouchers.services`, so each generation is one `generate` ledger debit and, if the
 image is not delivered, exactly one `refund` (a unique constraint on `refund_of` backs "exactly").
 
-A generation's life: `generation_reserve` (queued, charged) -> `generation_start` (running) -> either
-`generation_succeed` once the image is posted in Discord, or `generation_fail_and_refund`. Every transition is a
-conditional UPDATE on the status, so two callers (the request itself and the stale sweep) can never both settle
-one generation. No transaction here is ever held open across a call to the image backend or to Discord.
-(`failed` is not used: a failure is refunded at once, so it ends as `refunded`, with the reason in `error`.)
+A generation's life: `generation_reserve` (queued, charged, owned by the bot process that accepted it) ->
+`generation_start` (running) -> `generation_deliver_begin` (delivering: the upload to Discord starts) ->
+`generation_succeed` once Discord has the image; or `generation_fail_and_refund` at any point before delivery.
+Every transition is a conditional UPDATE on the status, so two callers can never both settle one generation.
+A delivering generation is refunded only after Discord was asked and the image is not there
+(`delivery_checked=True`): delivered means charged, always. No transaction here is ever held open across a call
+to the image backend or to Discord. (`failed` is not used: a failure is refunded at once, so it ends as
+`refunded`, with the reason in `error`.)
+
+Ownership across processes: each `runbot` holds a `BotProcess` row whose `expires_at` it renews (the lease).
+Only generations whose owner's lease has expired are settled by another process (`generations_refund_stale`,
+`generations_delivering_orphaned`). A process delivers only while its lease has a safety margin left
+(`generation_deliver_begin`), so by the time its lease expires no upload of its can still be under way.
 """
 
+import logging
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, Q
 from django.utils import timezone
 
 from discordbot.errors import GenerationError, RedeemRateLimited
-from discordbot.models import Generation
+from discordbot.models import BotProcess, Generation
 from discordbot.replies import plural
 from vouchers.errors import InsufficientCredits, VoucherError
 from vouchers.models import CreditAccount, LedgerEntry
 from vouchers.selectors import account_balance
 from vouchers.services import Redemption, credits_refund, credits_reserve, voucher_redeem
 
+log = logging.getLogger(__name__)
+
 MAX_PROMPT_LENGTH = 1000
 MAX_ERROR_LENGTH = 500
 STALE_BATCH_SIZE = 500
 INTERRUPTED_ERROR = "interrupted: the bot stopped before the image was delivered"
+PROCESS_RECORD_DAYS = 7
 
 
 @dataclass(frozen=True)
@@ -73,7 +86,9 @@ def generation_reserve(
     size: str | None = None,
     quality: str | None = None,
     model: str = "",
+    owner: str = "",
     interaction_id: int | None = None,
+    guild_id: int | None = None,
     channel_id: int | None = None,
 ) -> Reservation:
     """Accept a request: create its Generation and take its cost, in one short transaction.
@@ -96,7 +111,9 @@ def generation_reserve(
                 quality=quality,
                 model=model[:64],
                 cost=cost,
+                owner=owner,
                 interaction_id=interaction_id,
+                guild_id=guild_id,
                 channel_id=channel_id,
             )
             credits_reserve(
@@ -122,7 +139,9 @@ def generation_reserve_again(
     source_id: int,
     discord_user_id: int,
     model: str = "",
+    owner: str = "",
     interaction_id: int | None = None,
+    guild_id: int | None = None,
     channel_id: int | None = None,
 ) -> Reservation:
     """The Regenerate button: a new, separately charged generation with the same prompt and options."""
@@ -140,7 +159,9 @@ def generation_reserve_again(
         size=source.size,
         quality=source.quality,
         model=model,
+        owner=owner,
         interaction_id=interaction_id,
+        guild_id=guild_id,
         channel_id=channel_id,
     )
 
@@ -154,25 +175,58 @@ def generation_start(*, generation_id: int) -> bool:
     )
 
 
-def generation_succeed(*, generation_id: int, message_id: int | None = None) -> bool:
-    """Running -> succeeded. Call only once the image is posted: a member is never charged for an undelivered
-    image. False when it had already been settled (refunded by the sweep)."""
+def generation_owner_id(*, generation_id: int) -> int | None:
+    """The Discord user id of the member who asked for a generation (None if there is no such generation)."""
+    return Generation.objects.filter(pk=generation_id).values_list("account__discord_user_id", flat=True).first()
+
+
+def generation_deliver_begin(*, generation_id: int, owner: str, message_id: int | None, lease_margin: float) -> bool:
+    """Running -> delivering, just before the image is uploaded to Discord. False: do not upload.
+
+    Allowed only while the owner still holds the bot lease with `lease_margin` seconds to spare (more than the
+    upload may take): another process settles this generation only after the owner's lease expired, and by then
+    the upload is over, so asking Discord then gives the final answer.
+    """
+    now = timezone.now()
+    # One conditional UPDATE: the lease check and the transition commit together, with no read-then-write.
+    holds_lease = BotProcess.objects.filter(
+        identity=owner, active=True, expires_at__gt=now + timedelta(seconds=lease_margin)
+    )
     return bool(
-        Generation.objects.filter(pk=generation_id, status=Generation.Status.RUNNING).update(
-            status=Generation.Status.SUCCEEDED, message_id=message_id, finished_at=timezone.now()
-        )
+        Generation.objects.filter(pk=generation_id, owner=owner, status=Generation.Status.RUNNING)
+        .filter(Exists(holds_lease))
+        .update(status=Generation.Status.DELIVERING, message_id=message_id)
     )
 
 
-def generation_fail_and_refund(*, generation_id: int, error: str) -> bool:
+def generation_succeed(*, generation_id: int, message_id: int | None = None) -> bool:
+    """Delivering -> succeeded: Discord has the image (it answered the upload, or was asked). The charge stands.
+
+    False when it is not delivering (already recorded, or never began delivery). Idempotent, so the caller
+    retries it freely on a database hiccup.
+    """
+    now = timezone.now()
+    updates = {"status": Generation.Status.SUCCEEDED, "delivered_at": now, "finished_at": now}
+    if message_id is not None:
+        updates["message_id"] = message_id
+    return bool(Generation.objects.filter(pk=generation_id, status=Generation.Status.DELIVERING).update(**updates))
+
+
+def generation_fail_and_refund(*, generation_id: int, error: str, delivery_checked: bool = False) -> bool:
     """Give back a generation's credits because its image was not delivered. Idempotent.
 
-    One transaction: a conditional UPDATE moves the generation from an in-flight status to `refunded` (only one
-    caller can win it), then its charge is refunded. Returns True when this call refunded, False when the
-    generation had already been settled (delivered or refunded) and nothing changed.
+    One transaction: a conditional UPDATE moves the generation from an undelivered status to `refunded` (only one
+    caller can win it), then its charge is refunded. A delivering generation is refunded only with
+    `delivery_checked=True`: the caller asked Discord and the image is not there. Returns True when this call
+    refunded, False when the generation was already settled (or is delivering and unchecked): nothing changed.
     """
+    statuses = Generation.IN_FLIGHT if delivery_checked else Generation.UNDELIVERED
+    return _refund_where(Q(pk=generation_id, status__in=statuses), generation_id=generation_id, error=error)
+
+
+def _refund_where(condition: Q, *, generation_id: int, error: str) -> bool:
     with transaction.atomic():
-        claimed = Generation.objects.filter(pk=generation_id, status__in=Generation.IN_FLIGHT).update(
+        claimed = Generation.objects.filter(condition).update(
             status=Generation.Status.REFUNDED, error=error[:MAX_ERROR_LENGTH], finished_at=timezone.now()
         )
         if not claimed:
@@ -184,21 +238,114 @@ def generation_fail_and_refund(*, generation_id: int, error: str) -> bool:
     return True
 
 
-def generations_refund_stale(
-    *, older_than: timedelta | None = None, exclude_ids: Collection[int] = (), error: str = INTERRUPTED_ERROR
-) -> list[int]:
-    """Refund generations left in flight, and return their ids.
+def _orphaned(*, identity: str, exclude_ids: Collection[int], own_older_than: timedelta | None) -> Q:
+    """In flight, and nobody alive will settle it: its owner's lease expired (or it never had an owner); or it is
+    this process's own but older than any request may take and not being worked on (`exclude_ids`)."""
+    now = timezone.now()
+    live_owners = BotProcess.objects.filter(expires_at__gte=now).values("identity")
+    orphaned = ~Q(owner__in=live_owners)
+    if identity and own_older_than is not None:
+        orphaned |= Q(owner=identity, created_at__lt=now - own_older_than)
+    return Q(status__in=Generation.IN_FLIGHT) & orphaned & ~Q(pk__in=list(exclude_ids))
 
-    At start-up (`older_than=None`) everything in flight belonged to a process that died (one bot process per
-    database; a sharded deployment must pass `older_than`). The periodic sweep passes `older_than` longer than
-    any request can legitimately take (queue wait + backend timeout) and the ids its own process is working on.
-    Each refund is its own short transaction.
+
+def generations_refund_stale(
+    *,
+    identity: str = "",
+    exclude_ids: Collection[int] = (),
+    own_older_than: timedelta | None = None,
+    error: str = INTERRUPTED_ERROR,
+) -> list[int]:
+    """Refund queued or running generations nobody alive will finish (see `_orphaned`), and return their ids.
+
+    Called by the lease holder at start-up and by its periodic sweep. Delivering ones are not touched here: the
+    caller asks Discord about each (`generations_delivering_orphaned`). Each refund is its own short transaction
+    whose conditional UPDATE re-checks the condition, so a generation whose owner renewed meanwhile is left alone.
     """
-    stale = Generation.objects.filter(status__in=Generation.IN_FLIGHT).exclude(pk__in=list(exclude_ids))
-    if older_than is not None:
-        stale = stale.filter(created_at__lt=timezone.now() - older_than)
-    ids = list(stale.order_by("pk").values_list("pk", flat=True)[:STALE_BATCH_SIZE])
-    return [pk for pk in ids if generation_fail_and_refund(generation_id=pk, error=error)]
+    condition = _orphaned(identity=identity, exclude_ids=exclude_ids, own_older_than=own_older_than)
+    undelivered = condition & Q(status__in=Generation.UNDELIVERED)
+    ids = list(Generation.objects.filter(undelivered).order_by("pk").values_list("pk", flat=True)[:STALE_BATCH_SIZE])
+    return [pk for pk in ids if _refund_where(undelivered & Q(pk=pk), generation_id=pk, error=error)]
+
+
+@dataclass(frozen=True)
+class DeliveryCheck:
+    """A generation whose upload began but whose outcome was not recorded: ask Discord about this message."""
+
+    generation_id: int
+    channel_id: int | None
+    message_id: int | None
+
+
+def generations_delivering_orphaned(
+    *, identity: str = "", exclude_ids: Collection[int] = (), own_older_than: timedelta | None = None
+) -> list[DeliveryCheck]:
+    """Delivering generations nobody alive will record (see `_orphaned`): settle each by asking Discord."""
+    condition = _orphaned(identity=identity, exclude_ids=exclude_ids, own_older_than=own_older_than)
+    rows = (
+        Generation.objects.filter(condition & Q(status=Generation.Status.DELIVERING))
+        .order_by("pk")
+        .values_list("pk", "channel_id", "message_id")[:STALE_BATCH_SIZE]
+    )
+    return [DeliveryCheck(pk, channel_id, message_id) for pk, channel_id, message_id in rows]
+
+
+# --- The bot lease -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LeaseState:
+    held: bool  # this process holds the lease
+    holder: str = ""  # the process that holds it, if another one
+    holder_expires_at: datetime | None = None
+
+
+def bot_process_register(*, identity: str, host: str, pid: int, lease_seconds: float) -> None:
+    """Record a starting `runbot` process (stand-by until it acquires the lease), and forget processes gone for a
+    week (a missing row counts as an expired lease, so their generations stay settleable)."""
+    now = timezone.now()
+    BotProcess.objects.filter(active=False, expires_at__lt=now - timedelta(days=PROCESS_RECORD_DAYS)).delete()
+    BotProcess.objects.create(
+        identity=identity, host=host[:255], pid=pid, heartbeat_at=now, expires_at=now + timedelta(seconds=lease_seconds)
+    )
+
+
+def bot_lease_acquire(*, identity: str, lease_seconds: float) -> LeaseState:
+    """Heartbeat, and take the bot lease if nobody alive holds it. Safe under any number of racing processes:
+    the partial unique constraint `one_active_bot_process` lets exactly one row be active."""
+    now = timezone.now()
+    with transaction.atomic():
+        BotProcess.objects.filter(identity=identity).update(
+            heartbeat_at=now, expires_at=now + timedelta(seconds=lease_seconds)
+        )
+        # A holder that stopped renewing is presumed dead: its generations become orphans once it is unseated.
+        BotProcess.objects.filter(active=True, expires_at__lt=now).exclude(identity=identity).update(active=False)
+        holder = BotProcess.objects.filter(active=True).values_list("identity", "expires_at").first()
+        if holder is not None:
+            return LeaseState(held=holder[0] == identity, holder=holder[0], holder_expires_at=holder[1])
+        try:
+            with transaction.atomic():
+                taken = BotProcess.objects.filter(identity=identity, stopped_at__isnull=True).update(active=True)
+        except IntegrityError:  # another process took it in the same instant
+            return LeaseState(held=False)
+        return LeaseState(held=bool(taken))
+
+
+def bot_lease_renew(*, identity: str, lease_seconds: float) -> bool:
+    """The holder's heartbeat. False when it no longer holds the lease (it was presumed dead and replaced): it
+    must stop serving at once."""
+    now = timezone.now()
+    return bool(
+        BotProcess.objects.filter(identity=identity, active=True).update(
+            heartbeat_at=now, expires_at=now + timedelta(seconds=lease_seconds)
+        )
+    )
+
+
+def bot_lease_release(*, identity: str) -> None:
+    """A clean stop, once this process's own work is settled: the lease is free for a stand-by at once."""
+    now = timezone.now()
+    BotProcess.objects.filter(identity=identity).update(active=False, expires_at=now, stopped_at=now)
 
 
 # --- Failed /redeem attempts ----------------------------------------------------------------------------------

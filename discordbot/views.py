@@ -1,11 +1,15 @@
-"""Message components. The Regenerate button survives restarts: it is a DynamicItem whose custom_id carries the
-generation id, so any running bot process can answer it without having sent it."""
+"""Message components. The buttons on an image survive restarts: they are DynamicItems whose custom_id carries
+the generation id, so any running bot process can answer them without having sent them."""
 
 from typing import Any
 
 import discord
+from django.conf import settings
 
-from discordbot.replies import report_error
+from discordbot.bridge import run_service
+from discordbot.replies import report_error, send_private
+from discordbot.services import generation_owner_id
+from storefront.tokens import buy_token_make, discord_name_label
 
 
 class RegenerateButton(
@@ -29,10 +33,42 @@ class RegenerateButton(
         return cls(int(match["generation_id"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        """Spend another credit on the same prompt and options; the new image comes as a new message."""
-        await interaction.response.defer(thinking=True)
+        """Spend credits again on the same prompt and options; the new image comes as a new message."""
         try:
             await interaction.client.pipeline.regenerate(interaction, source_id=self.generation_id)
+        except Exception as exc:
+            await report_error(interaction, exc)
+
+
+class DeleteButton(discord.ui.DynamicItem[discord.ui.Button], template=r"delete:(?P<generation_id>[0-9]{1,19})"):
+    """Lets the member who asked for an image remove its post from the channel (the credit stays spent)."""
+
+    def __init__(self, generation_id: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Delete",
+                emoji="\N{WASTEBASKET}",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"delete:{generation_id}",
+            )
+        )
+        self.generation_id = generation_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: Any, /
+    ) -> "DeleteButton":
+        return cls(int(match["generation_id"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        try:
+            requester = await run_service(generation_owner_id, generation_id=self.generation_id)
+            if requester != interaction.user.id:
+                await send_private(interaction, "Only the member who asked for this image can delete it.")
+                return
+            # For a button, the original response of a deferred update is the message the button is on.
+            await interaction.response.defer()
+            await interaction.delete_original_response()
         except Exception as exc:
             await report_error(interaction, exc)
 
@@ -40,4 +76,17 @@ class RegenerateButton(
 def image_view(generation_id: int, *, cost: int) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     view.add_item(RegenerateButton(generation_id, label="Regenerate" if cost == 1 else f"Regenerate ({cost} credits)"))
+    view.add_item(DeleteButton(generation_id))
+    return view
+
+
+def buy_url(user: discord.abc.User) -> str:
+    # The name rides in the signed token so the shop can show whom the link credits and ask to confirm.
+    name = discord_name_label(username=user.name, display_name=user.display_name)
+    return f"{settings.SITE_URL}/?for={buy_token_make(discord_user_id=user.id, discord_name=name)}"
+
+
+def buy_view(user: discord.abc.User) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)  # a link button: nothing to listen for
+    view.add_item(discord.ui.Button(label="Buy credits", url=buy_url(user), emoji="\N{SHOPPING TROLLEY}"))
     return view

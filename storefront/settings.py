@@ -5,6 +5,8 @@ backends are chosen only when their keys are absent and DEBUG is on, and `manage
 loudly on a production configuration that would use them (see `storefront/checks.py`).
 """
 
+import os
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -252,6 +254,20 @@ GENERATION_SWEEP_INTERVAL_SECONDS = env.int("GENERATION_SWEEP_INTERVAL_SECONDS",
 OPENAI_MAX_RETRIES = env.int("OPENAI_MAX_RETRIES", default=2)
 # Seconds the placeholder backend pretends to work (for demos and the concurrency bench).
 PLACEHOLDER_DELAY_SECONDS = env.float("PLACEHOLDER_DELAY_SECONDS", default=0)
+
+# --- Bot process: lease, health, fair line ----------------------------------------------------------------
+# Each `runbot` renews its lease row every BOT_HEARTBEAT_SECONDS; a process silent for BOT_LEASE_SECONDS is
+# presumed dead, and another process takes over the bot and settles its generations.
+BOT_HEARTBEAT_SECONDS = env.float("BOT_HEARTBEAT_SECONDS", default=10)
+BOT_LEASE_SECONDS = env.float("BOT_LEASE_SECONDS", default=60)
+# On SIGTERM, images already being made get this long to finish before they are refunded (fits ECS's 30 s).
+BOT_SHUTDOWN_GRACE_SECONDS = env.float("BOT_SHUTDOWN_GRACE_SECONDS", default=20)
+# Touched while the bot process is healthy; `python -m discordbot.health` checks its age (the container check).
+BOT_HEALTH_FILE = env.str("BOT_HEALTH_FILE", default=os.path.join(tempfile.gettempdir(), "imagecredits-bot.health"))
+# Seconds an image upload to Discord may take; a process uploads only while its lease outlasts this.
+DISCORD_UPLOAD_TIMEOUT_SECONDS = env.float("DISCORD_UPLOAD_TIMEOUT_SECONDS", default=30)
+# Accepted requests a member may have waiting in line (not yet started); more are refused, uncharged.
+MAX_WAITING_PER_MEMBER = env.int("MAX_WAITING_PER_MEMBER", default=3)
 
 LOGGING = {
     "version": 1,

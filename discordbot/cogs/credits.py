@@ -6,13 +6,18 @@ from discord.ext import commands
 from django.conf import settings
 
 from discordbot.bridge import run_service
-from discordbot.replies import plural
+from discordbot.replies import plural, shorten
+from discordbot.selectors import HistoryEntry, member_history
 from discordbot.services import voucher_redeem_limited
-from storefront.tokens import BUY_TOKEN_MAX_AGE_SECONDS, buy_token_make, discord_name_label
+from discordbot.views import buy_view
+from storefront.tokens import BUY_TOKEN_MAX_AGE_SECONDS
 from vouchers.codes import MAX_INPUT_LENGTH
-from vouchers.selectors import account_balance, ledger_history
+from vouchers.selectors import account_balance
 
 HISTORY_LENGTH = 10
+PROMPT_SHOWN = 60  # characters of a prompt in /history
+MEMO_SHOWN = 80
+MAX_MESSAGE_LENGTH = 2000  # Discord's limit on a message's content
 
 
 class Credits(commands.Cog):
@@ -47,36 +52,48 @@ class Credits(commands.Cog):
 
     @app_commands.command(name="history")
     async def history(self, interaction: discord.Interaction) -> None:
-        """Show your latest credit movements."""
+        """Show your latest credit movements, with links to your images."""
         await interaction.response.defer(ephemeral=True, thinking=True)
-        entries = await run_service(ledger_history, discord_user_id=interaction.user.id, limit=HISTORY_LENGTH)
+        entries = await run_service(member_history, discord_user_id=interaction.user.id, limit=HISTORY_LENGTH)
         if not entries:
             await interaction.followup.send("No credit movements yet. Use /buy or /redeem to start.", ephemeral=True)
             return
-        lines = [
-            f"`{entry.delta:+d}` {entry.get_kind_display()}"
-            + (f" \N{EM DASH} {discord.utils.escape_markdown(entry.memo)}" if entry.memo else "")
-            + f" \N{MIDDLE DOT} {discord.utils.format_dt(entry.created_at, 'R')}"
-            for entry in entries
-        ]
-        await interaction.followup.send(
-            f"Your latest {plural(len(entries), 'movement')}:\n" + "\n".join(lines), ephemeral=True
-        )
+        await interaction.followup.send(history_text(entries), ephemeral=True)
 
     @app_commands.command(name="buy")
     async def buy(self, interaction: discord.Interaction) -> None:
         """Buy credits: a personal checkout link whose credits go straight to your balance."""
-        # The name rides in the signed token so the shop can show whom the link credits and ask to confirm.
-        name = discord_name_label(username=interaction.user.name, display_name=interaction.user.display_name)
-        url = f"{settings.SITE_URL}/?for={buy_token_make(discord_user_id=interaction.user.id, discord_name=name)}"
-        view = discord.ui.View(timeout=None)  # a link button: nothing to listen for
-        view.add_item(discord.ui.Button(label="Buy credits", url=url, emoji="\N{SHOPPING TROLLEY}"))
         await interaction.response.send_message(
             "Here is your personal checkout link. Credits you buy through it land in your balance automatically, "
-            f"no voucher needed. It works for {BUY_TOKEN_MAX_AGE_SECONDS // 60} minutes; don't share it.\n<{url}>",
-            view=view,
+            f"no voucher needed. It works for {BUY_TOKEN_MAX_AGE_SECONDS // 60} minutes; don't share it.",
+            view=buy_view(interaction.user),
             ephemeral=True,
         )
+
+
+def _escape(text: str) -> str:
+    return discord.utils.escape_mentions(discord.utils.escape_markdown(text))
+
+
+def history_line(entry: HistoryEntry) -> str:
+    if entry.prompt is not None:
+        prompt = _escape(shorten(entry.prompt, PROMPT_SHOWN))
+        what = f"{entry.kind}: \N{LEFT DOUBLE QUOTATION MARK}{prompt}\N{RIGHT DOUBLE QUOTATION MARK}"
+        if entry.message_url:
+            what += f" ([image](<{entry.message_url}>))"
+    else:
+        what = entry.kind + (f" \N{EM DASH} {_escape(shorten(entry.memo, MEMO_SHOWN))}" if entry.memo else "")
+    return f"`{entry.delta:+d}` {what} \N{MIDDLE DOT} {discord.utils.format_dt(entry.created_at, 'R')}"
+
+
+def history_text(entries: list[HistoryEntry]) -> str:
+    """The /history answer, always within Discord's 2,000 characters: older lines give way if need be."""
+    lines = [history_line(entry) for entry in entries]
+    while True:
+        text = f"Your latest {plural(len(lines), 'movement')}:\n" + "\n".join(lines)
+        if len(text) <= MAX_MESSAGE_LENGTH or len(lines) == 1:
+            return text[:MAX_MESSAGE_LENGTH]
+        lines.pop()
 
 
 async def setup(bot: commands.Bot) -> None:

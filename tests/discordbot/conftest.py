@@ -36,7 +36,7 @@ def fund():
 
 
 @pytest.fixture
-def harness(transactional_db, monkeypatch, settings):
+def harness(transactional_db, monkeypatch, settings, tmp_path):
     """The fakes running, discord.py pointed at them, the OpenAI backend pointed at the fake; no bot yet.
 
     The bot's ORM calls run on other threads, hence a transactional database (real commits)."""
@@ -47,6 +47,7 @@ def harness(transactional_db, monkeypatch, settings):
     settings.OPENAI_API_KEY = "sk-test-fake"
     settings.OPENAI_BASE_URL = h.openai.base_url
     settings.OPENAI_MAX_RETRIES = 2
+    settings.BOT_HEALTH_FILE = str(tmp_path / "bot.health")  # not the machine's shared default
     yield h
     h.close()
 

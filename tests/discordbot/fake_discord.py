@@ -5,6 +5,20 @@ The bot is pointed here only from the test side (`redirect_discord_py`: `discord
 gateway and records every REST call the bot makes, with a timestamp, its JSON body and any uploaded files, so
 tests can check what the bot really sent: deferrals, ephemeral flags, followups, attachments.
 
+It enforces what Discord documents (and refuses what real Discord refuses), so a bot that passes here does not
+rely on leniency:
+- the initial response within 3 seconds (else 404, 10062 Unknown interaction), only once (else 400, 40060);
+- the interaction token works for 15 minutes (then 401, 50027 Invalid Webhook Token);
+- after a deferral, the first followup takes the "thinking..." message's place and its visibility, whatever its
+  own flags say; after the deferred message was deleted, that followup answers 404, 10008 Unknown Message (what
+  Discord has answered to this undocumented sequence);
+- content at most 2,000 characters, custom_id 1-100, button label at most 80, link URL at most 512, no empty
+  message (400, 50035 / 50006); at most 10 attachments, each within `attachment_size_limit` (413, 40005);
+- interaction webhooks are rate-limited per token: 429 with `retry_after` (and the `Via` header real Discord
+  sends, without which discord.py treats a 429 as a Cloudflare ban), plus X-RateLimit headers on every answer.
+It also keeps what the channel saw: `public_log` holds every content a public message ever showed, and
+`visible(token)` the public messages of an interaction that still exist.
+
 Usable from one event loop (the bench) or, through `tests.discordbot.harness`, from a synchronous test.
 """
 
@@ -31,6 +45,17 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CHANNEL_MESSAGE = 4
 DEFERRED_CHANNEL_MESSAGE = 5
 DEFERRED_UPDATE_MESSAGE = 6
+UPDATE_MESSAGE = 7
+
+INITIAL_RESPONSE_SECONDS = 3.0
+TOKEN_LIFETIME_SECONDS = 15 * 60
+MAX_CONTENT = 2000
+MAX_CUSTOM_ID = 100
+MAX_LABEL = 80
+MAX_URL = 512
+MAX_ATTACHMENTS = 10
+# Interaction webhook bucket: this many requests per token per window (Discord's usual webhook limit is 5 / 2 s).
+WEBHOOK_RATE = (5, 2.0)
 
 
 @dataclass
@@ -110,6 +135,43 @@ class Failure:
     code: int
     message: str
     times: int = 1
+    retry_after: float | None = None  # a 429 as Discord sends it
+
+
+@dataclass
+class Hold:
+    """Apply the next matching call, but answer it only after `seconds` (an upload whose answer is slow)."""
+
+    matches: Callable[[Call], bool]
+    seconds: float
+    times: int = 1
+    applied_first: bool = True  # False: wait first, and apply only if the client is still there
+
+
+@dataclass
+class Drop:
+    """Drop the connection of the next matching call without answering: after applying it (the request reached
+    Discord, the answer was lost) or before (it never arrived)."""
+
+    matches: Callable[[Call], bool]
+    applied: bool
+    times: int = 1
+
+
+@dataclass
+class MessageState:
+    token: str | None  # the interaction that made it
+    ephemeral: bool
+    loading: bool = False  # a deferral's "thinking..." message, not yet resolved
+    deleted: bool = False
+
+
+class Refused(Exception):
+    """What Discord answers instead: status, JSON error code and message."""
+
+    def __init__(self, status: int, code: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
 
 
 def _snowflakes() -> itertools.count:
@@ -131,7 +193,18 @@ class FakeDiscord:
         self.failures: list[Failure] = []
         self.commands: dict[str, list[dict]] = {}
         self.messages: dict[str, dict] = {}  # message id -> message payload
+        self.states: dict[str, MessageState] = {}  # message id -> visibility and life
         self.originals: dict[str, str] = {}  # interaction token -> original response message id
+        self.acknowledged: set[str] = set()  # tokens whose initial response was given
+        self.public_log: list[tuple[str, str | None, str]] = []  # (message id, token, content) the channel saw
+        self.holds: list[Hold] = []
+        self.drops: list[Drop] = []
+        self.token_lifetime = TOKEN_LIFETIME_SECONDS
+        self.initial_response_seconds = INITIAL_RESPONSE_SECONDS
+        self.webhook_rate = WEBHOOK_RATE
+        self.attachment_size_limit = 10 * 1024 * 1024  # sent in each interaction payload, and enforced
+        self.rate_limited = 0  # 429s answered
+        self._webhook_hits: dict[str, list[float]] = {}
         self._ids = _snowflakes()
         self._cond = threading.Condition()  # wakes synchronous waiters in other threads
         self._changed: asyncio.Event | None = None  # wakes waiters on the server's own loop
@@ -141,14 +214,14 @@ class FakeDiscord:
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, port: int = 0) -> None:
         self._changed = asyncio.Event()
         app = web.Application(client_max_size=64 * 1024 * 1024)  # attachments are multipart bodies of MiBs
         app.router.add_get("/gateway-ws", self._gateway)
         app.router.add_route("*", API_PREFIX + "/{tail:.*}", self._rest)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]
 
@@ -223,6 +296,43 @@ class FakeDiscord:
         """Make the next `times` calls for which `matches(call)` holds fail with this error."""
         self.failures.append(Failure(matches, status, code, message, times))
 
+    def rate_limit(self, matches: Callable[[Call], bool], *, retry_after: float = 0.3, times: int = 1) -> None:
+        """Answer the next `times` matching calls with a 429 (a shared or sub-limit: remaining > 0, as Discord
+        does when a limit the headers did not announce is hit)."""
+        self.failures.append(Failure(matches, 429, 0, "You are being rate limited.", times, retry_after))
+
+    def hold(
+        self, matches: Callable[[Call], bool], *, seconds: float, times: int = 1, applied_first: bool = True
+    ) -> None:
+        """Apply the next `times` matching calls at once but answer them only after `seconds`; or, with
+        `applied_first=False`, wait first and apply only if the caller is still connected (a request that never
+        fully reached Discord when its sender died)."""
+        self.holds.append(Hold(matches, seconds, times, applied_first))
+
+    def drop(self, matches: Callable[[Call], bool], *, applied: bool, times: int = 1) -> None:
+        """Close the connection of the next `times` matching calls without an answer (see `Drop`)."""
+        self.drops.append(Drop(matches, applied, times))
+
+    def visible(self, token: str) -> list[dict]:
+        """The public messages an interaction made that are still in the channel."""
+        return [
+            self.messages[mid]
+            for mid, state in self.states.items()
+            if state.token == token and not state.ephemeral and not state.deleted
+        ]
+
+    def private(self, token: str) -> list[dict]:
+        """The ephemeral messages an interaction made (only its member sees them), in order."""
+        return [self.messages[mid] for mid, state in self.states.items() if state.token == token and state.ephemeral]
+
+    def channel_saw(self, text: str) -> bool:
+        """Did any public message ever show `text`?"""
+        return any(text in content for _, _, content in self.public_log)
+
+    def rest_calls(self, tokens: set[str] | None = None) -> list[Call]:
+        """REST calls the bot made for interactions (all, or those of `tokens`), failed ones included."""
+        return [c for c in self.snapshot() if c.token is not None and (tokens is None or c.token in tokens)]
+
     # --- what tests do -----------------------------------------------------------------------------------------
 
     def user_payload(self, user_id: int) -> dict:
@@ -250,7 +360,7 @@ class FakeDiscord:
             "entitlements": [],
             "authorizing_integration_owners": {"0": str(self.GUILD_ID)} if in_guild else {"1": str(user_id)},
             "context": 0 if in_guild else 1,
-            "attachment_size_limit": 10 * 1024 * 1024,
+            "attachment_size_limit": self.attachment_size_limit,
         }
         if in_guild:
             payload.update(
@@ -383,6 +493,7 @@ class FakeDiscord:
         ("PATCH", r"/webhooks/(?P<app>\d+)/(?P<token>[^/]+)/messages/(?P<message>[^/]+)", "edit_message"),
         ("DELETE", r"/webhooks/(?P<app>\d+)/(?P<token>[^/]+)/messages/(?P<message>[^/]+)", "delete_message"),
         ("GET", r"/webhooks/(?P<app>\d+)/(?P<token>[^/]+)/messages/(?P<message>[^/]+)", "get_message"),
+        ("GET", r"/channels/(?P<channel>\d+)/messages/(?P<message>\d+)", "channel_message"),
     ]
 
     async def _rest(self, request: web.Request) -> web.Response:
@@ -405,17 +516,96 @@ class FakeDiscord:
             token=params.get("token"),
             message_id=params.get("message"),
         )
+        headers: dict[str, str] = {}
+        drop = next((d for d in self.drops if d.times > 0 and d.matches(call)), None)
+        if drop is not None:
+            drop.times -= 1
+            if drop.applied:
+                self._answer(call, params)
+            call.status = 0  # no answer
+            with self._cond:
+                self.calls.append(call)
+            self._notify()
+            request.transport.close()
+            return web.Response(status=204)
+        hold = next((h for h in self.holds if h.times > 0 and h.matches(call)), None)
+        if hold is not None and not hold.applied_first:
+            hold.times -= 1
+            await asyncio.sleep(hold.seconds)
+            if request.transport is None or request.transport.is_closing():
+                call.status = 0  # the sender went away before the request was complete: nothing happened
+                with self._cond:
+                    self.calls.append(call)
+                self._notify()
+                return web.Response(status=204)
+            hold = None
         failure = next((f for f in self.failures if f.times > 0 and f.matches(call)), None)
-        if failure is not None:
+        if failure is not None and failure.retry_after is not None:
+            failure.times -= 1
+            call.status = 429
+            self.rate_limited += 1
+            headers = {"Via": "1.1 google", "X-RateLimit-Remaining": "1", "X-RateLimit-Scope": "shared"}
+            response = self._json(
+                {"message": "You are being rate limited.", "retry_after": failure.retry_after, "global": False},
+                status=429,
+            )
+        elif failure is not None:
             failure.times -= 1
             call.status = failure.status
             response = self._json({"message": failure.message, "code": failure.code}, status=failure.status)
         else:
-            response = self._answer(call, params)
+            try:
+                if call.route in self._WEBHOOK_ROUTES:
+                    headers = self._rate_limit(call)
+                response = self._answer(call, params)
+            except Refused as refused:
+                call.status = refused.status
+                response = self._json({"message": refused.message, "code": refused.code}, status=refused.status)
+            except RateLimitedError as limited:
+                call.status = 429
+                self.rate_limited += 1
+                headers = limited.headers
+                response = self._json(
+                    {"message": "You are being rate limited.", "retry_after": limited.retry_after, "global": False},
+                    status=429,
+                )
+        response.headers.update(headers)
         with self._cond:
             self.calls.append(call)
         self._notify()
+        if hold is not None:
+            hold.times -= 1
+            await asyncio.sleep(hold.seconds)
         return response
+
+    _WEBHOOK_ROUTES = ("followup", "edit_message", "delete_message", "get_message")
+
+    def _rate_limit(self, call: Call) -> dict[str, str]:
+        """Per interaction token: at most `webhook_rate[0]` requests per `webhook_rate[1]` seconds, else 429."""
+        limit, window = self.webhook_rate
+        now = time.monotonic()
+        hits = [t for t in self._webhook_hits.get(call.token, []) if now - t < window]
+        reset_after = (hits[0] + window - now) if hits else window
+        headers = {
+            "Via": "1.1 google",  # real Discord sends it; discord.py treats a 429 without it as a Cloudflare ban
+            "X-RateLimit-Limit": str(limit),
+            "X-RateLimit-Bucket": f"webhook-{abs(hash(call.token)) % 10**8}",
+        }
+        if len(hits) >= limit:
+            self._webhook_hits[call.token] = hits
+            headers.update({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset-After": f"{reset_after:.3f}"})
+            raise RateLimitedError(round(reset_after + 0.001, 3), headers)
+        hits.append(now)
+        self._webhook_hits[call.token] = hits
+        reset_after = hits[0] + window - now
+        headers.update(
+            {
+                "X-RateLimit-Remaining": str(limit - len(hits)),
+                "X-RateLimit-Reset-After": f"{reset_after:.3f}",
+                "X-RateLimit-Reset": f"{time.time() + reset_after:.3f}",
+            }
+        )
+        return headers
 
     async def _read_body(self, request: web.Request) -> tuple[dict | None, list[Upload]]:
         if request.content_type == "multipart/form-data":
@@ -436,6 +626,17 @@ class FakeDiscord:
     def _json(self, data: Any, status: int = 200) -> web.Response:
         # Exactly `application/json`: with a charset, discord.py reads the body as text.
         return web.Response(body=json.dumps(data).encode(), status=status, headers={"Content-Type": "application/json"})
+
+    def _sent_for(self, token: str | None) -> Sent | None:
+        return next((s for s in self.sent if s.token == token), None)
+
+    def _check_token(self, call: Call) -> Sent:
+        sent = self._sent_for(call.token)
+        if sent is None or call.token not in self.acknowledged:
+            raise Refused(404, 10015, "Unknown Webhook")
+        if time.monotonic() - sent.at > self.token_lifetime:
+            raise Refused(401, 50027, "Invalid Webhook Token")
+        return sent
 
     def _answer(self, call: Call, params: dict) -> web.Response:
         if call.route == "users_me":
@@ -460,6 +661,10 @@ class FakeDiscord:
         if call.route in ("sync_commands", "list_commands"):
             scope = params.get("guild") or "global"
             if call.route == "sync_commands":
+                for command in call.json or []:
+                    for choice in (c for o in command.get("options", []) for c in o.get("choices", [])):
+                        if not 1 <= len(choice["name"]) <= 100:
+                            raise Refused(400, 50035, "Invalid Form Body (choice name must be 1-100 characters)")
                 self.commands[scope] = [
                     {
                         **command,
@@ -474,44 +679,125 @@ class FakeDiscord:
             return self._json(self.commands.get(scope, []))
         if call.route == "callback":
             return self._callback(call, params)
+        if call.route == "channel_message":
+            state = self.states.get(call.message_id)
+            if state is None or state.deleted or state.ephemeral:
+                raise Refused(404, 10008, "Unknown Message")
+            return self._json(self.messages[call.message_id])
         if call.route == "followup":
-            message = self._new_message(call.json or {}, call.uploads)
-            return self._json(message)
+            self._check_token(call)
+            return self._json(self._followup(call))
         if call.route in ("edit_message", "delete_message", "get_message"):
+            self._check_token(call)
             message_id = self.originals.get(call.token) if call.message_id == "@original" else call.message_id
-            if message_id not in self.messages:
-                call.status = 404
-                return self._json({"message": "Unknown Message", "code": 10008}, status=404)
+            state = self.states.get(message_id)
+            if state is None or state.deleted or (call.message_id != "@original" and state.token != call.token):
+                raise Refused(404, 10008, "Unknown Message")
             if call.route == "delete_message":
-                del self.messages[message_id]
+                state.deleted = True
                 return web.Response(status=204)
             if call.route == "edit_message":
-                self._edit_message(self.messages[message_id], call.json or {}, call.uploads)
+                body = call.json or {}
+                self._validate(body, call.uploads, editing=self.messages[message_id])
+                self._edit_message(self.messages[message_id], body, call.uploads)
+                state.loading = False
+                self._log_public(message_id)
             return self._json(self.messages[message_id])
         call.status = 404
         return self._json({"message": f"The fake does not know {call.method} {call.path}", "code": 0}, status=404)
 
+    def _followup(self, call: Call) -> dict:
+        """After a deferral, the first followup takes the "thinking..." message's place (and its visibility)."""
+        body = call.json or {}
+        original = self.originals.get(call.token)
+        state = self.states.get(original) if original else None
+        if state is not None and state.loading:
+            if state.deleted:
+                # Undocumented; Discord has answered it so. A bot must not rely on anything else.
+                raise Refused(404, 10008, "Unknown Message")
+            self._validate(body, call.uploads, editing=None)
+            message = self.messages[original]
+            self._edit_message(message, {k: v for k, v in body.items() if k != "flags"}, call.uploads)
+            message["flags"] = (message.get("flags", 0) & ~LOADING) | (EPHEMERAL if state.ephemeral else 0)
+            state.loading = False
+            self._log_public(original)
+            return message
+        self._validate(body, call.uploads, editing=None)
+        ephemeral = bool(int(body.get("flags") or 0) & EPHEMERAL)
+        return self._new_message(body, call.uploads, token=call.token, ephemeral=ephemeral)
+
     def _callback(self, call: Call, params: dict) -> web.Response:
+        sent = self._sent_for(call.token)
+        if sent is None or time.monotonic() - sent.at > self.initial_response_seconds:
+            raise Refused(404, 10062, "Unknown interaction")
+        if call.token in self.acknowledged:
+            raise Refused(400, 40060, "Interaction has already been acknowledged.")
         body = call.json or {}
         kind = body.get("type")
         data = body.get("data") or {}
         flags = int(data.get("flags") or 0)
+        if kind == CHANNEL_MESSAGE:
+            self._validate(data, call.uploads, editing=None)
+        elif kind == UPDATE_MESSAGE:
+            self._validate(data, call.uploads, editing=sent.payload.get("message"))
+        elif kind not in (DEFERRED_CHANNEL_MESSAGE, DEFERRED_UPDATE_MESSAGE):
+            raise Refused(400, 50035, f"Invalid Form Body (callback type {kind})")
+        if kind in (DEFERRED_UPDATE_MESSAGE, UPDATE_MESSAGE) and sent.payload["type"] != 3:
+            raise Refused(400, 50035, "Invalid Form Body (only component interactions can update a message)")
+        self.acknowledged.add(call.token)
         interaction = {
             "id": params["id"],
-            "type": next((s.payload["type"] for s in self.sent if s.token == call.token), 2),
+            "type": sent.payload["type"],
             "response_message_loading": kind == DEFERRED_CHANNEL_MESSAGE,
             "response_message_ephemeral": bool(flags & EPHEMERAL),
         }
         answer: dict[str, Any] = {"interaction": interaction}
         if kind in (CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE):
             payload = data if kind == CHANNEL_MESSAGE else {"flags": flags | LOADING}
-            message = self._new_message(payload, call.uploads)
+            message = self._new_message(payload, call.uploads, token=call.token, ephemeral=bool(flags & EPHEMERAL))
+            self.states[message["id"]].loading = kind == DEFERRED_CHANNEL_MESSAGE
             self.originals[call.token] = message["id"]
             interaction["response_message_id"] = message["id"]
             answer["resource"] = {"type": kind, "message": message}
+        else:
+            # For a component, the original response of an update is the message the component is on.
+            message_id = sent.payload["message"]["id"]
+            self.originals[call.token] = message_id
+            if kind == UPDATE_MESSAGE:
+                self._edit_message(self.messages[message_id], data, call.uploads)
+                self._log_public(message_id)
         return self._json(answer)
 
-    def _new_message(self, body: dict, uploads: list[Upload]) -> dict:
+    def _validate(self, body: dict, uploads: list[Upload], *, editing: dict | None) -> None:
+        """Discord's documented limits on a message (create or edit)."""
+        content = body.get("content")
+        if content is not None and len(content) > MAX_CONTENT:
+            raise Refused(400, 50035, f"Invalid Form Body (content: must be {MAX_CONTENT} or fewer in length)")
+        for row in body.get("components") or []:
+            for item in row.get("components", []):
+                custom_id, label, url = item.get("custom_id"), item.get("label"), item.get("url")
+                if custom_id is not None and not 1 <= len(custom_id) <= MAX_CUSTOM_ID:
+                    raise Refused(400, 50035, "Invalid Form Body (custom_id: must be 1-100 in length)")
+                if item.get("type") == 2 and (custom_id is None) == (url is None) and item.get("sku_id") is None:
+                    raise Refused(400, 50035, "Invalid Form Body (a button needs a custom_id or a url)")
+                if label is not None and len(label) > MAX_LABEL:
+                    raise Refused(400, 50035, f"Invalid Form Body (label: must be {MAX_LABEL} or fewer in length)")
+                if url is not None and len(url) > MAX_URL:
+                    raise Refused(400, 50035, f"Invalid Form Body (url: must be {MAX_URL} or fewer in length)")
+        if len(uploads) > MAX_ATTACHMENTS:
+            raise Refused(400, 50035, f"Invalid Form Body (at most {MAX_ATTACHMENTS} attachments)")
+        if any(len(upload.data) > self.attachment_size_limit for upload in uploads):
+            raise Refused(413, 40005, "Request entity too large")
+        has_something = bool(content or body.get("embeds") or body.get("components") or uploads)
+        if editing is None and not has_something:
+            raise Refused(400, 50006, "Cannot send an empty message")
+
+    def _log_public(self, message_id: str) -> None:
+        state = self.states[message_id]
+        if not state.ephemeral:
+            self.public_log.append((message_id, state.token, self.messages[message_id].get("content") or ""))
+
+    def _new_message(self, body: dict, uploads: list[Upload], *, token: str | None, ephemeral: bool) -> dict:
         message_id = str(next(self._ids))
         message = {
             "id": message_id,
@@ -535,7 +821,11 @@ class FakeDiscord:
         }
         self._edit_message(message, body, uploads)
         message["edited_timestamp"] = None
+        if ephemeral:
+            message["flags"] = int(message.get("flags") or 0) | EPHEMERAL
         self.messages[message_id] = message
+        self.states[message_id] = MessageState(token=token, ephemeral=ephemeral)
+        self._log_public(message_id)
         return message
 
     def _edit_message(self, message: dict, body: dict, uploads: list[Upload]) -> None:
@@ -555,6 +845,12 @@ class FakeDiscord:
                 for upload in uploads
             ]
         message["edited_timestamp"] = datetime.now(UTC).isoformat()
+
+
+class RateLimitedError(Exception):
+    def __init__(self, retry_after: float, headers: dict[str, str]) -> None:
+        super().__init__(retry_after)
+        self.retry_after, self.headers = retry_after, headers
 
 
 def redirect_discord_py(fake: FakeDiscord, setattr_: Callable[[object, str, Any], None]) -> None:

@@ -21,7 +21,7 @@ BOT_TOKEN = "fake-bot-token"
 
 def is_final(call: Call) -> bool:
     """The bot's answer to an interaction: a message with content, not a deferral or a queue-position edit."""
-    if call.status >= 400:
+    if not 200 <= call.status < 300:
         return False
     if call.route == "followup":
         return True

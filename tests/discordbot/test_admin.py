@@ -20,6 +20,7 @@ def generations(fund):
     fund(BOB, 5)
     done = generation_reserve(discord_user_id=ALICE, prompt="a sunny meadow").generation_id
     generation_start(generation_id=done)
+    Generation.objects.filter(pk=done).update(status=Generation.Status.DELIVERING)  # what the bot does, briefly
     generation_succeed(generation_id=done, message_id=1)
     Generation.objects.filter(pk=done).update(
         started_at=Generation.objects.get(pk=done).created_at + timedelta(seconds=2),
@@ -65,3 +66,16 @@ def test_is_read_only(admin_client, generations):
         == 403
     )
     assert Generation.objects.filter(pk=done.pk).exists()
+
+
+def test_bot_processes_show_who_holds_the_lease_read_only(admin_client):
+    from discordbot.services import bot_lease_acquire, bot_process_register
+
+    bot_process_register(identity="web-1:42:abcd", host="web-1", pid=42, lease_seconds=60)
+    bot_process_register(identity="web-2:43:ef01", host="web-2", pid=43, lease_seconds=60)
+    assert bot_lease_acquire(identity="web-1:42:abcd", lease_seconds=60).held
+
+    page = admin_client.get(reverse("admin:discordbot_botprocess_changelist"), {"active__exact": "1"})
+    html = page.content.decode()
+    assert page.status_code == 200 and "web-1:42:abcd" in html and "web-2:43:ef01" not in html
+    assert admin_client.get(reverse("admin:discordbot_botprocess_add")).status_code == 403

@@ -6,7 +6,7 @@ from django.core.management import CommandError, call_command
 from discordbot.models import Generation
 from discordbot.services import generation_reserve
 
-EXPECTED = {"redeem", "balance", "history", "buy", "generate"}
+EXPECTED = {"redeem", "balance", "history", "buy", "generate", "help"}
 
 
 @pytest.fixture
@@ -29,8 +29,19 @@ def test_synccommands_registers_every_command_globally(harness, discord_token, f
     assert generate["prompt"]["required"] and generate["prompt"]["max_length"] == 1000
     assert [c["value"] for c in generate["size"]["choices"]] == ["1024x1024", "1536x1024", "1024x1536"]
     assert [c["value"] for c in generate["quality"]["choices"]] == ["low", "medium", "high"]
+    # Each choice shows what it costs (from GENERATION_COSTS), so a member sees the price before choosing.
+    assert [c["name"] for c in generate["size"]["choices"]] == [
+        "Square 1024\N{MULTIPLICATION SIGN}1024 \N{MIDDLE DOT} 1-3 credits",
+        "Landscape 1536\N{MULTIPLICATION SIGN}1024 \N{MIDDLE DOT} 1-4 credits",
+        "Portrait 1024\N{MULTIPLICATION SIGN}1536 \N{MIDDLE DOT} 1-4 credits",
+    ]
+    assert [c["name"] for c in generate["quality"]["choices"]] == [
+        "Low \N{MIDDLE DOT} 1 credit",
+        "Medium \N{MIDDLE DOT} 1-2 credits",
+        "High \N{MIDDLE DOT} 3-4 credits",
+    ]
     assert commands["redeem"]["description"] == "Add a voucher's credits to your balance."
-    assert "Synced 5 command(s) globally" in capsys.readouterr().out
+    assert "Synced 6 command(s) globally" in capsys.readouterr().out
     assert harness.discord.identifies == 0  # HTTP only: no gateway session
     # A one-off command must not refund what a running bot is working on.
     assert Generation.objects.get(pk=in_flight).status == Generation.Status.QUEUED
@@ -81,3 +92,31 @@ def test_runbot_reports_a_rejected_token(harness, settings):
     harness.discord.fail(lambda call: call.route == "users_me", status=401, code=0, message="401: Unauthorized")
     with pytest.raises(CommandError, match="Discord refused DISCORD_TOKEN"):
         call_command("runbot")
+
+
+@pytest.mark.parametrize(
+    ("queue", "generation", "upload"),
+    [(900, 180, 30), (600, 300, 30), (700, 100, 60)],
+)
+def test_runbot_refuses_timeouts_that_do_not_fit_in_discords_15_minute_token(settings, queue, generation, upload):
+    settings.DISCORD_TOKEN = "x"
+    settings.IMAGE_BACKEND = "placeholder"
+    settings.GENERATION_QUEUE_TIMEOUT_SECONDS = queue
+    settings.GENERATION_TIMEOUT_SECONDS = generation
+    settings.DISCORD_UPLOAD_TIMEOUT_SECONDS = upload
+    with pytest.raises(CommandError, match="must fit in Discord's 900 s interaction token"):
+        call_command("runbot")
+
+
+def test_runbot_refuses_a_lease_shorter_than_an_upload(settings):
+    settings.DISCORD_TOKEN = "x"
+    settings.IMAGE_BACKEND = "placeholder"
+    settings.BOT_LEASE_SECONDS = 30
+    with pytest.raises(CommandError, match="BOT_LEASE_SECONDS"):
+        call_command("runbot")
+
+
+def test_the_default_timeouts_fit():
+    from discordbot.pipeline import check_timeouts_fit
+
+    check_timeouts_fit()

@@ -168,7 +168,6 @@ def test_buy_gives_a_private_link_with_a_signed_token_for_that_member(bot, membe
     assert f"{url.scheme}://{url.netloc}" == settings.SITE_URL and url.path == "/"
     [token] = parse_qs(url.query)["for"]
     assert buy_token_read(token=token) == user
-    assert button["url"] in reply.content
     assert not CreditAccount.objects.exists()  # /buy writes nothing
 
 

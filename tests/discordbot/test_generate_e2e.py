@@ -36,14 +36,26 @@ def assert_image(answer: Call) -> None:
     assert answer.json["attachments"] == [{"id": 0, "filename": upload.filename}]
 
 
-def assert_private_refusal(bot: BotHarness, sent: Sent, answer: Call) -> None:
-    """A refusal or failure reaches only the member: the public "thinking..." message is deleted first."""
-    assert answer.route == "followup" and answer.ephemeral, answer
-    routes = [call.route for call in bot.calls(sent)]
-    assert routes.index("delete_message") < routes.index("followup"), routes
+def assert_private_refusal(bot: BotHarness, sent: Sent, answer: Call, *, refused_by_test: int = 0) -> None:
+    """A refusal or failure reaches only the member, as Discord documents it: the channel is left with nothing,
+    and never saw the private text."""
+    bot.wait_for(lambda: not bot.discord.visible(sent.token))  # the withdrawn public message, if any, is gone
+    [private] = [m for m in bot.discord.private(sent.token) if m["content"] == answer.content]
+    assert private["flags"] & EPHEMERAL
+    assert not bot.discord.channel_saw(answer.content)
+    failed = [(call.route, call.status) for call in bot.calls(sent) if call.status >= 400]
+    assert len(failed) == refused_by_test, failed  # the bot itself never sent what Discord refuses
 
 
-def test_generate_posts_a_png_with_prompt_balance_and_regenerate_button(
+def assert_refused_before_any_deferral(bot: BotHarness, sent: Sent, answer: Call) -> None:
+    """Refused at once: the initial response itself is the private answer; nothing was public, ever."""
+    assert answer.route == "callback" and answer.json["type"] == 4 and answer.ephemeral, answer.json
+    assert answer.at - sent.at < 3.0
+    assert not any(token == sent.token for _, token, _ in bot.discord.public_log)
+    assert_private_refusal(bot, sent, answer)
+
+
+def test_generate_posts_a_png_with_prompt_cost_and_buttons_but_not_the_balance(
     bot, member, fund, settings, assert_audit_clean
 ):
     user = member()
@@ -55,10 +67,11 @@ def test_generate_posts_a_png_with_prompt_balance_and_regenerate_button(
 
     assert_image(answer)
     assert "**Prompt:** a red fox in the snow" in answer.content
-    assert "1 credit \N{MIDDLE DOT} 2 credits left" in answer.content
-    [button] = answer.buttons
+    assert "1 credit" in answer.content and "left" not in answer.content and "2 credits" not in answer.content
+    regenerate, delete = answer.buttons
     generation = Generation.objects.get()
-    assert button["custom_id"] == f"regenerate:{generation.pk}" and button["label"] == "Regenerate"
+    assert regenerate["custom_id"] == f"regenerate:{generation.pk}" and regenerate["label"] == "Regenerate"
+    assert delete["custom_id"] == f"delete:{generation.pk}"
     bot.wait_for(lambda: Generation.objects.filter(status=Generation.Status.SUCCEEDED).exists())
     generation.refresh_from_db()
     assert generation.message_id == int(bot.discord.originals[sent.token])
@@ -97,10 +110,11 @@ def test_a_member_without_enough_credits_is_refused_at_once_and_privately(bot, m
         (short, {"size": "1024x1536", "quality": "high"}, "costs 4 credits and your balance is 2 credits"),
     ]:
         sent = bot.command("generate", user=user, prompt="a boat", **options)
-        assert_deferred_publicly(bot, sent)
         answer = bot.answer(sent)
-        assert_private_refusal(bot, sent, answer)
+        assert_refused_before_any_deferral(bot, sent, answer)
         assert words in answer.content and "/buy" in answer.content
+        [buy] = answer.buttons
+        assert buy["style"] == 5 and buy["label"] == "Buy credits" and "?for=" in buy["url"]
 
     assert not bot.openai.requests
     assert not Generation.objects.exists()
@@ -111,6 +125,7 @@ def test_a_member_without_enough_credits_is_refused_at_once_and_privately(bot, m
 def test_twenty_concurrent_generates_with_five_credits_make_five_images_and_fifteen_refusals(
     bot, member, fund, assert_audit_clean
 ):
+    bot.bot.pipeline.max_waiting_per_member = 20  # this test is about the balance, not the line's fairness
     user = member()
     fund(user, 5)
     bot.openai.delay = 0.02
@@ -118,16 +133,15 @@ def test_twenty_concurrent_generates_with_five_credits_make_five_images_and_fift
     sents = [bot.command("generate", user=user, prompt=f"lighthouse number {i}") for i in range(20)]
     answers = bot.answers(sents, timeout=30)
 
-    for sent in sents:
-        assert_deferred_publicly(bot, sent)
     images = [answer for answer in answers if answer.uploads]
     refusals = [answer for answer in answers if not answer.uploads]
     assert len(images) == 5 and len(refusals) == 15
-    for answer in images:
-        assert_image(answer)
     for sent, answer in zip(sents, answers, strict=True):
-        if not answer.uploads:
-            assert_private_refusal(bot, sent, answer)
+        if answer.uploads:
+            assert_deferred_publicly(bot, sent)
+            assert_image(answer)
+        else:
+            assert_refused_before_any_deferral(bot, sent, answer)
             assert "your balance is 0 credits" in answer.content
     bot.wait_for(lambda: Generation.objects.filter(status=Generation.Status.SUCCEEDED).count() == 5)
     assert Generation.objects.count() == 5
@@ -183,7 +197,7 @@ def test_discord_refusing_the_image_refunds_the_credit(bot, member, fund, assert
     sent = bot.command("generate", user=user, prompt="a huge image")
     answer = bot.answer(sent)
 
-    assert_private_refusal(bot, sent, answer)
+    assert_private_refusal(bot, sent, answer, refused_by_test=1)
     assert "Discord did not accept the image" in answer.content and "refunded" in answer.content
     assert Generation.objects.get().status == Generation.Status.REFUNDED
     assert account_balance(discord_user_id=user) == 1
@@ -202,7 +216,7 @@ def test_regenerate_spends_another_credit_and_posts_a_new_image(bot, member, fun
     answer = bot.answer(click)
 
     assert_image(answer)
-    assert "**Prompt:** a green owl" in answer.content and "1 credit left" in answer.content
+    assert "**Prompt:** a green owl" in answer.content and "left" not in answer.content
     bot.wait_for(lambda: Generation.objects.filter(status=Generation.Status.SUCCEEDED).count() == 2)
     original, again = Generation.objects.order_by("pk")
     assert (again.prompt, again.size, again.quality) == (original.prompt, original.size, original.quality)
@@ -221,7 +235,7 @@ def test_regenerate_by_another_member_is_refused_and_charges_nobody(bot, member,
     click = bot.click(button["custom_id"], user=other, message_id=bot.discord.originals[first.token])
     answer = bot.answer(click)
 
-    assert_private_refusal(bot, click, answer)
+    assert_refused_before_any_deferral(bot, click, answer)
     assert "Only the member who asked for this image can regenerate it" in answer.content
     assert account_balance(discord_user_id=other) == 5
     assert Generation.objects.count() == 1
@@ -329,7 +343,10 @@ def test_too_long_a_wait_in_line_is_refunded(harness, member, fund, settings, as
     assert_audit_clean()
 
 
-def test_stopping_the_bot_refunds_unfinished_images_and_tells_the_member(harness, member, fund, assert_audit_clean):
+def test_stopping_the_bot_refunds_unfinished_images_and_tells_the_member(
+    harness, member, fund, settings, assert_audit_clean
+):
+    settings.BOT_SHUTDOWN_GRACE_SECONDS = 0
     harness.openai.mode = "slow"
     harness.start_bot()
     user = member()
@@ -340,7 +357,7 @@ def test_stopping_the_bot_refunds_unfinished_images_and_tells_the_member(harness
     harness.stop_bot()  # what SIGTERM does in runbot
 
     answer = harness.answer(sent)
-    assert answer.route == "followup" and answer.ephemeral
+    assert_private_refusal(harness, sent, answer)
     assert "The bot restarted before your image was finished" in answer.content
     assert Generation.objects.get().status == Generation.Status.REFUNDED
     assert account_balance(discord_user_id=user) == 1

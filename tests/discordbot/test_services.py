@@ -9,14 +9,20 @@ from django.db import connections
 from django.utils import timezone
 
 from discordbot.errors import GenerationError, RedeemRateLimited
-from discordbot.models import Generation
+from discordbot.models import BotProcess, Generation
 from discordbot.services import (
+    bot_lease_acquire,
+    bot_lease_release,
+    bot_lease_renew,
+    bot_process_register,
+    generation_deliver_begin,
     generation_fail_and_refund,
     generation_price,
     generation_reserve,
     generation_reserve_again,
     generation_start,
     generation_succeed,
+    generations_delivering_orphaned,
     generations_refund_stale,
     redeem_rate_limit_check,
     redeem_rate_limit_record_failure,
@@ -152,28 +158,74 @@ class TestReserveAgain:
         assert caught.value.reason == "not_found"
 
 
+ME = "host:1:me"
+
+
+def holder(identity: str = ME, lease_seconds: float = 60) -> str:
+    """Register a bot process and give it the lease."""
+    bot_process_register(identity=identity, host="host", pid=1, lease_seconds=lease_seconds)
+    assert bot_lease_acquire(identity=identity, lease_seconds=lease_seconds).held
+    return identity
+
+
+def deliver(gid: int, *, owner: str = ME, message_id: int = 99) -> bool:
+    return generation_deliver_begin(generation_id=gid, owner=owner, message_id=message_id, lease_margin=10)
+
+
 @pytest.mark.django_db
 class TestLifecycle:
-    def test_start_then_succeed_records_times_and_message(self, fund, assert_audit_clean):
+    def test_start_deliver_succeed_records_times_and_message(self, fund, assert_audit_clean):
         fund(USER, 1)
-        gid = reserve().generation_id
+        holder()
+        gid = reserve(owner=ME).generation_id
 
         assert generation_start(generation_id=gid)
         assert not generation_start(generation_id=gid)  # only once
-        assert generation_succeed(generation_id=gid, message_id=99)
-        assert not generation_fail_and_refund(generation_id=gid, error="late")  # delivered: never refunded
+        assert deliver(gid)
+        assert not deliver(gid)
+        assert not generation_fail_and_refund(generation_id=gid, error="unknown outcome")  # must ask Discord first
+        assert generation_succeed(generation_id=gid)
+        assert not generation_succeed(generation_id=gid)
+        assert not generation_fail_and_refund(generation_id=gid, error="late", delivery_checked=True)
 
         generation = Generation.objects.get(pk=gid)
         assert generation.status == Generation.Status.SUCCEEDED and generation.message_id == 99
-        assert generation.started_at and generation.finished_at
+        assert generation.started_at and generation.delivered_at and generation.finished_at
         assert refunds_of(gid) == 0
         assert_audit_clean()
 
-    def test_succeed_requires_running(self, fund):
+    def test_succeed_requires_delivering(self, fund):
         fund(USER, 1)
         gid = reserve().generation_id
         assert not generation_succeed(generation_id=gid)
-        assert Generation.objects.get(pk=gid).status == Generation.Status.QUEUED
+        generation_start(generation_id=gid)
+        assert not generation_succeed(generation_id=gid)
+        assert Generation.objects.get(pk=gid).status == Generation.Status.RUNNING
+
+    def test_delivery_needs_the_owner_to_hold_the_lease_with_time_to_spare(self, fund):
+        fund(USER, 3)
+        holder()
+        mine, theirs, short = (reserve(owner=ME).generation_id for _ in range(3))
+        for gid in (mine, theirs, short):
+            generation_start(generation_id=gid)
+
+        assert not deliver(theirs, owner="host:2:other")  # not the owner
+        assert not generation_deliver_begin(generation_id=short, owner=ME, message_id=1, lease_margin=120)
+        assert deliver(mine)
+        bot_lease_release(identity=ME)
+        assert not deliver(theirs)  # released: no more uploads
+
+    def test_a_checked_delivery_can_be_refunded(self, fund, assert_audit_clean):
+        fund(USER, 1)
+        holder()
+        gid = reserve(owner=ME).generation_id
+        generation_start(generation_id=gid)
+        deliver(gid)
+
+        assert generation_fail_and_refund(generation_id=gid, error="not there", delivery_checked=True)
+        assert not generation_succeed(generation_id=gid)  # settled once
+        assert account_balance(discord_user_id=USER) == 1
+        assert_audit_clean()
 
     @pytest.mark.parametrize("started", [False, True])
     def test_fail_and_refund_is_idempotent(self, fund, started, assert_audit_clean):
@@ -220,35 +272,112 @@ def test_racing_refunds_of_one_generation_refund_once(fund, assert_audit_clean):
 
 @pytest.mark.django_db
 class TestRefundStale:
-    def test_at_start_up_refunds_everything_in_flight_and_nothing_else(self, fund, assert_audit_clean):
-        fund(USER, 4)
-        queued, running, done, failed = (reserve().generation_id for _ in range(4))
-        generation_start(generation_id=running)
-        generation_start(generation_id=done)
-        generation_succeed(generation_id=done)
-        generation_fail_and_refund(generation_id=failed, error="x")
+    def test_refunds_only_what_no_live_process_owns(self, fund, assert_audit_clean):
+        fund(USER, 6)
+        holder()
+        bot_process_register(identity="host:2:dead", host="host", pid=2, lease_seconds=60)
+        BotProcess.objects.filter(identity="host:2:dead").update(expires_at=timezone.now() - timedelta(seconds=1))
+        mine = reserve(owner=ME).generation_id
+        dead_queued, dead_running, dead_done, dead_delivering = (
+            reserve(owner="host:2:dead").generation_id for _ in range(4)
+        )
+        ownerless = reserve().generation_id
+        for gid in (dead_running, dead_done, dead_delivering):
+            generation_start(generation_id=gid)
+        Generation.objects.filter(pk__in=[dead_done, dead_delivering]).update(
+            status=Generation.Status.DELIVERING, message_id=5, channel_id=6
+        )
+        generation_succeed(generation_id=dead_done)
 
-        assert generations_refund_stale() == [queued, running]
-        assert generations_refund_stale() == []
+        assert generations_refund_stale(identity=ME) == [dead_queued, dead_running, ownerless]
+        assert generations_refund_stale(identity=ME) == []
+        # Delivering: never refunded blindly; handed back to be checked with Discord.
+        [check] = generations_delivering_orphaned(identity=ME)
+        assert (check.generation_id, check.channel_id, check.message_id) == (dead_delivering, 6, 5)
 
-        assert Generation.objects.get(pk=queued).error.startswith("interrupted")
-        assert Generation.objects.get(pk=done).status == Generation.Status.SUCCEEDED
-        assert account_balance(discord_user_id=USER) == 3
+        assert Generation.objects.get(pk=dead_queued).error.startswith("interrupted")
+        assert Generation.objects.get(pk=mine).status == Generation.Status.QUEUED  # its owner is alive
+        assert Generation.objects.get(pk=dead_done).status == Generation.Status.SUCCEEDED
+        assert account_balance(discord_user_id=USER) == 3  # 6 - 6 reserved + 3 refunded
         assert_audit_clean()
 
-    def test_the_sweep_spares_recent_and_own_generations(self, fund, assert_audit_clean):
-        fund(USER, 3)
-        old, old_but_mine, recent = (reserve().generation_id for _ in range(3))
-        Generation.objects.filter(pk__in=[old, old_but_mine]).update(created_at=timezone.now() - timedelta(hours=1))
+    def test_a_live_owner_of_another_process_is_left_alone(self, fund):
+        fund(USER, 1)
+        holder("host:3:alive")
+        gid = reserve(owner="host:3:alive").generation_id
 
-        refunded = generations_refund_stale(older_than=timedelta(minutes=30), exclude_ids={old_but_mine})
+        assert generations_refund_stale(identity=ME) == []
+        assert Generation.objects.get(pk=gid).status == Generation.Status.QUEUED
+
+    def test_the_sweep_refunds_own_leftovers_only_when_old_and_not_being_worked_on(self, fund, assert_audit_clean):
+        fund(USER, 3)
+        holder()
+        old, old_but_busy, recent = (reserve(owner=ME).generation_id for _ in range(3))
+        Generation.objects.filter(pk__in=[old, old_but_busy]).update(created_at=timezone.now() - timedelta(hours=1))
+
+        refunded = generations_refund_stale(
+            identity=ME, own_older_than=timedelta(minutes=30), exclude_ids={old_but_busy}
+        )
 
         assert refunded == [old]
         assert set(Generation.objects.filter(status__in=Generation.IN_FLIGHT).values_list("pk", flat=True)) == {
-            old_but_mine,
+            old_but_busy,
             recent,
         }
         assert_audit_clean()
+
+
+@pytest.mark.django_db
+class TestLease:
+    def test_one_holder_others_stand_by_until_it_releases(self):
+        holder("a")
+        bot_process_register(identity="b", host="h", pid=2, lease_seconds=60)
+
+        state = bot_lease_acquire(identity="b", lease_seconds=60)
+        assert not state.held and state.holder == "a"
+        assert bot_lease_renew(identity="a", lease_seconds=60)
+        assert not bot_lease_renew(identity="b", lease_seconds=60)
+
+        bot_lease_release(identity="a")
+        assert bot_lease_acquire(identity="b", lease_seconds=60).held
+        assert not bot_lease_acquire(identity="a", lease_seconds=60).held  # a stopped process never comes back
+
+    def test_an_expired_holder_is_replaced_and_learns_it_on_renewal(self):
+        holder("a")
+        bot_process_register(identity="b", host="h", pid=2, lease_seconds=60)
+        BotProcess.objects.filter(identity="a").update(expires_at=timezone.now() - timedelta(seconds=1))
+
+        assert bot_lease_acquire(identity="b", lease_seconds=60).held
+        assert not bot_lease_renew(identity="a", lease_seconds=60)  # it must stop serving
+        assert list(BotProcess.objects.filter(active=True).values_list("identity", flat=True)) == ["b"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_racing_processes_never_both_hold_the_lease():
+    for round_ in range(3):
+        identities = [f"racer-{round_}-{i}" for i in range(6)]
+        for identity in identities:
+            bot_process_register(identity=identity, host="h", pid=1, lease_seconds=60)
+        held: list[str] = []
+        barrier = threading.Barrier(len(identities))
+
+        def race(identity: str, barrier: threading.Barrier = barrier, held: list[str] = held) -> None:
+            barrier.wait()
+            try:
+                if bot_lease_acquire(identity=identity, lease_seconds=60).held:
+                    held.append(identity)
+            finally:
+                connections.close_all()
+
+        threads = [threading.Thread(target=race, args=(identity,)) for identity in identities]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+        assert len(held) == 1, held
+        assert BotProcess.objects.filter(active=True).count() == 1
+        bot_lease_release(identity=held[0])
 
 
 @pytest.mark.django_db

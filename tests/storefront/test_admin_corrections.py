@@ -6,7 +6,6 @@ from django.contrib.admin.models import LogEntry
 from django.core import mail
 from django.urls import reverse
 
-from discordbot.admin import discord_message_url
 from discordbot.models import Generation
 from discordbot.services import generation_reserve, generation_start, generation_succeed
 from storefront.admin import stripe_payment_url
@@ -160,19 +159,13 @@ def test_voucher_search_by_session_id_needs_the_whole_id_without_see_codes(staff
 # --- generations and their Discord message ----------------------------------------------------------------------
 
 
-def test_discord_message_link_needs_guild_channel_and_message():
-    assert discord_message_url(guild_id=1, channel_id=2, message_id=3) == "https://discord.com/channels/1/2/3"
-    assert discord_message_url(guild_id=None, channel_id=2, message_id=3) is None
-    assert discord_message_url(guild_id=1, channel_id=2, message_id=None) is None
-
-
-def test_generation_page_says_why_there_is_no_discord_link(operator, db):
+def test_generation_page_links_to_its_discord_message(operator, db):
     services.credits_grant(discord_user_id=31337, amount=5, memo="test funds")
-    gid = generation_reserve(discord_user_id=31337, prompt="a fox", channel_id=222).generation_id
+    gid = generation_reserve(discord_user_id=31337, prompt="a fox", guild_id=111, channel_id=222).generation_id
     generation_start(generation_id=gid)
     generation_succeed(generation_id=gid, message_id=333)
 
     page = operator.get(reverse("admin:discordbot_generation_change", args=[gid])).content.decode()
 
     assert Generation.objects.get(pk=gid).message_id == 333
-    assert "the guild id is not recorded" in page
+    assert 'href="https://discord.com/channels/111/222/333"' in page

@@ -1,4 +1,8 @@
-"""`manage.py runbot`: run the Discord bot until SIGTERM (how ECS stops a container) or Ctrl-C."""
+"""`manage.py runbot`: run the Discord bot until SIGTERM (how ECS stops a container) or Ctrl-C.
+
+While another process holds the bot lease, this one stands by (see `discordbot.bot`). SIGTERM settles this
+process's requests, releases the lease for a stand-by, and exits 0.
+"""
 
 import asyncio
 import logging
@@ -6,10 +10,12 @@ import signal
 
 import discord
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
 from discordbot.bot import ImageCreditsBot
 from discordbot.bridge import close_db_connections
+from discordbot.pipeline import check_timeouts_fit
 
 log = logging.getLogger("discordbot.runbot")
 
@@ -20,7 +26,7 @@ async def main(token: str) -> None:
         closing: set[asyncio.Task] = set()
 
         def stop(signame: str) -> None:
-            log.info("%s received: refunding unfinished images and disconnecting", signame)
+            log.info("%s received: settling unfinished images, then releasing the bot lease", signame)
             task = asyncio.ensure_future(bot.close())
             closing.add(task)
             task.add_done_callback(closing.discard)
@@ -45,6 +51,10 @@ class Command(BaseCommand):
             raise CommandError("DISCORD_TOKEN is empty: set it to the bot's token (see .env.example).")
         if settings.IMAGE_BACKEND == "openai" and not settings.OPENAI_API_KEY:
             raise CommandError("IMAGE_BACKEND is 'openai' but OPENAI_API_KEY is empty (see .env.example).")
+        try:
+            check_timeouts_fit()
+        except ImproperlyConfigured as exc:
+            raise CommandError(str(exc)) from None
         try:
             asyncio.run(main(settings.DISCORD_TOKEN))
         except discord.LoginFailure:
