@@ -163,6 +163,7 @@ def test_generation_page_links_to_its_discord_message(operator, db):
     services.credits_grant(discord_user_id=31337, amount=5, memo="test funds")
     gid = generation_reserve(discord_user_id=31337, prompt="a fox", guild_id=111, channel_id=222).generation_id
     generation_start(generation_id=gid)
+    Generation.objects.filter(pk=gid).update(status=Generation.Status.DELIVERING)  # as the bot does, under its lease
     generation_succeed(generation_id=gid, message_id=333)
 
     page = operator.get(reverse("admin:discordbot_generation_change", args=[gid])).content.decode()

@@ -15,7 +15,8 @@ from django.urls import reverse
 from discordbot.models import Generation
 from discordbot.services import generation_fail_and_refund, generation_reserve, generation_start, generation_succeed
 from storefront.models import Order
-from storefront.services import order_refund
+from storefront.payments import RefundInfo
+from storefront.services import order_refund_apply
 from tests.storefront.conftest import make_order, make_pack
 from vouchers import services
 from vouchers.codes import mask_code
@@ -35,7 +36,9 @@ def at(day: str, hour: int = 12) -> datetime:
 def paid_order(*, credits: int, cents: int, currency: str = "usd", paid: str, pi: str) -> Order:
     pack = make_pack(name=f"{credits} pack", credits=credits, price_cents=cents, currency=currency)
     order = make_order(pack=pack, status="paid", payment_intent_id=pi, email=f"{pi}@example.com")
-    Order.objects.filter(pk=order.pk).update(created_at=at(paid) - timedelta(minutes=5), paid_at=at(paid))
+    Order.objects.filter(pk=order.pk).update(
+        created_at=at(paid) - timedelta(minutes=5), paid_at=at(paid), amount_paid=cents, currency_paid=currency
+    )
     services.voucher_issue(credits=credits, order=order, note=f"Order #{order.pk}")
     return Order.objects.get(pk=order.pk)
 
@@ -47,7 +50,9 @@ def redeem(order_or_voucher, member: int, day: str) -> None:
 
 
 def refund(order: Order, day: str) -> None:
-    order_refund(payment_intent_id=order.payment_intent_id, fully_refunded=True)
+    order_refund_apply(
+        order_id=order.pk, refund=RefundInfo(id=f"re_{order.pk}", amount=order.amount_cents, status="succeeded")
+    )
     Voucher.objects.filter(order=order).update(refunded_at=at(day))
     LedgerEntry.objects.filter(voucher__order=order, kind="clawback").update(created_at=at(day))
 
@@ -56,6 +61,8 @@ def generation(member: int, day: str, *, size: str, quality: str, delivered: boo
     gid = generation_reserve(discord_user_id=member, prompt=prompt, size=size, quality=quality).generation_id
     generation_start(generation_id=gid)
     if delivered:
+        # The bot marks it delivering (under its lease) before the upload; then Discord has it.
+        Generation.objects.filter(pk=gid).update(status=Generation.Status.DELIVERING)
         generation_succeed(generation_id=gid, message_id=gid)
     else:
         generation_fail_and_refund(generation_id=gid, error="moderation_blocked")
