@@ -5,6 +5,9 @@ empty volume), check the configuration, then exec the process the container is f
     entrypoint.py bot        manage.py runbot (same refusal)
     entrypoint.py migrate    manage.py migrate: run once per deploy, before the new code serves (docs/deploy.md)
     entrypoint.py replicate  litestream replicate: continuous backup of the SQLite file to LITESTREAM_REPLICA_URL
+    entrypoint.py restore [--replace] [-timestamp T | -txid X]
+                             restore the replica into the data folder (an operator's one-off task, with every
+                             service stopped); --replace moves an existing database aside first
     entrypoint.py manage ARGS...   any management command (the scheduled jobs: reconcile orders, ...)
 
 It runs under tini (the image's init), which passes SIGTERM on, and it `exec`s its final process so that process
@@ -27,6 +30,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import environ
@@ -36,7 +40,7 @@ sys.path.insert(0, str(APP_DIR))  # run as a script from ecs/: the Django projec
 LITESTREAM_CONFIG = APP_DIR / "ecs" / "litestream.yml"
 # sysexits.h EX_CONFIG: the container is misconfigured; restarting it will not help.
 EX_CONFIG = 78
-ROLES = ("web", "bot", "migrate", "replicate", "manage")
+ROLES = ("web", "bot", "migrate", "replicate", "restore", "manage")
 
 
 def fail(message: str) -> None:
@@ -117,6 +121,32 @@ def ensure_database(db: Path, role: str) -> None:
         fail(f"there is no database at {db}: run the migrate task first (docs/deploy.md).")
 
 
+def restore_on_request(db: Path, args: list[str]) -> None:
+    """The operator's restore: latest or point in time (litestream's -timestamp/-txid), never over a live file."""
+    replace = "--replace" in args
+    litestream_args = [a for a in args if a != "--replace"]
+    if not os.environ.get("LITESTREAM_REPLICA_URL"):
+        fail("LITESTREAM_REPLICA_URL is empty: there is no replica to restore from.")
+    with open(db.parent / ".entrypoint.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not database_missing(db):
+            if not replace:
+                fail(f"{db} exists; stop every service, then run `restore --replace` to move it aside and restore.")
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            for suffix in ("", "-wal", "-shm"):
+                old = Path(f"{db}{suffix}")
+                if old.exists():
+                    old.rename(f"{db}.replaced-{stamp}{suffix}")
+            say(f"moved the existing database aside to {db}.replaced-{stamp}")
+        restore = subprocess.run(
+            ["litestream", "restore", "-config", str(LITESTREAM_CONFIG), *litestream_args, str(db)],
+            env={**os.environ, "LITESTREAM_DB_PATH": str(db)},
+        )
+        if restore.returncode != 0 or database_missing(db):
+            fail(f"the restore failed (litestream exit {restore.returncode}); see its output above.")
+        say(f"restored {db} ({db.stat().st_size} bytes)")
+
+
 def prepare_sqlite(role: str) -> None:
     db = sqlite_path()
     if db is None:
@@ -153,6 +183,13 @@ def main(argv: list[str]) -> None:
         fail(f"usage: entrypoint.py {{{','.join(ROLES)}}} [ARGS...]; got {argv!r}")
     role, args = argv[0], argv[1:]
     os.chdir(APP_DIR)  # gunicorn reads ./gunicorn.conf.py; manage.py lives here
+    if role == "restore":
+        db = sqlite_path()
+        if db is None:
+            fail("restore is for the SQLite database; PostgreSQL (RDS) restores from its own snapshots.")
+        check_writable(db.parent)
+        restore_on_request(db, args)
+        return
     prepare_sqlite(role)
     python = sys.executable
     if role == "web":

@@ -157,6 +157,15 @@ def test_replicate_kill_everything_restore_into_a_fresh_folder_and_audit(tmp_pat
     again = entrypoint(environment(fresh, replica), "manage", "auditcredits")
     assert again.returncode == 0 and "restoring" not in again.stderr
 
+    # The operator's restore (docs/deploy.md) never overwrites a database unless told to, and then keeps it aside.
+    refused = entrypoint(environment(live, replica), "restore")
+    assert refused.returncode == 78 and "restore --replace" in refused.stderr
+    replaced = entrypoint(environment(live, replica), "restore", "--replace")
+    assert replaced.returncode == 0, replaced.stderr
+    assert snapshot(live / "db.sqlite3") == expected
+    (kept,) = live.glob("db.sqlite3.replaced-*[0-9]Z")
+    assert snapshot(kept) == expected
+
 
 def test_no_database_and_an_unreadable_replica_refuses_to_start(tmp_path):
     not_a_folder = tmp_path / "replica-file"
