@@ -509,3 +509,31 @@ def test_the_lock_files_pin_every_package_with_hashes_and_make_install_uses_them
     makefile = (ROOT / "Makefile").read_text()
     assert "$(STAMP): requirements-dev.lock pyproject.toml" in makefile
     assert "--require-hashes -r requirements-dev.lock" in makefile
+
+
+def test_the_lock_files_satisfy_every_requirement_in_pyproject():
+    """A dependency added to pyproject.toml without `make lock` would be missing from the image: caught here."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+    def pins(lock: str) -> dict[str, str]:
+        text = (ROOT / lock).read_text()
+        return {name.replace("_", "-"): version for name, version in re.findall(r"^([a-z0-9._-]+)==(\S+)", text, re.M)}
+
+    runtime, dev = pins("requirements.lock"), pins("requirements-dev.lock")
+    groups = [
+        (project["dependencies"] + project["optional-dependencies"]["deploy"], (runtime, dev)),
+        (project["optional-dependencies"]["dev"], (dev,)),
+    ]
+    for requirements, locks in groups:
+        for line in requirements:
+            requirement = Requirement(line)
+            if requirement.name == "imagecredits":
+                continue  # the project's own extras, covered by their own lines
+            name = requirement.name.lower().replace("_", "-").replace(".", "-")
+            for lock in locks:
+                assert name in lock, f"{name} is not in the lock file: run `make lock`"
+                assert requirement.specifier.contains(lock[name], prereleases=True), (name, lock[name])
