@@ -88,7 +88,16 @@ def container_definition(name: str) -> dict:
 class Container:
     """One `docker run -d` of the image, configured from a container definition of the stack."""
 
-    def __init__(self, image: str, name: str, data: Path, *, env: dict | None = None, mounts: tuple = ()) -> None:
+    def __init__(
+        self,
+        image: str,
+        name: str,
+        data: Path,
+        *,
+        env: dict | None = None,
+        mounts: tuple = (),
+        command: list[str] | None = None,
+    ) -> None:
         self.definition = container_definition(name)
         self.name = f"ic-test-{name}-{uuid.uuid4().hex[:8]}"
         d = self.definition
@@ -107,15 +116,17 @@ class Container:
         ]
         for mount in d.get("MountPoints", []):
             args += ["-v", f"{data}:{mount['ContainerPath']}"]
-        for source, target in mounts:
-            args += ["-v", f"{source}:{target}:ro"]
+        for source, target, *mode in mounts:
+            args += ["-v", f"{source}:{target}:{mode[0] if mode else 'ro'}"]
         environment = {e["Name"]: e["Value"] for e in d.get("Environment", [])}
         environment.pop("LITESTREAM_REPLICA_URL", None)  # S3 is out of reach; the restore drill uses a file replica
         environment.update({s["Name"]: FAKE_SECRETS[s["Name"]] for s in d.get("Secrets", [])})
         environment.update(env or {})
         for key, value in environment.items():
             args += ["-e", f"{key}={value}"]
-        self.started = subprocess.run([*args, image, *d["Command"]], capture_output=True, text=True, timeout=60)
+        self.started = subprocess.run(
+            [*args, image, *(command or d["Command"])], capture_output=True, text=True, timeout=60
+        )
         assert self.started.returncode == 0, self.started.stderr
 
     def state(self) -> dict:
@@ -317,3 +328,70 @@ def test_image_runs_tini_as_pid_1_and_no_process_as_root(run, data_folder):
     assert header.split()[0] == "UID" and len(processes) >= 3, top.stdout  # tini, the gunicorn master, workers
     # The host has no user 10001, so ps shows the number.
     assert {line.split()[0] for line in processes} == {"10001"}, top.stdout
+
+
+def _owned_folder(prefix: str) -> Path:
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    uid, gid = container_definition("web")["User"].split(":")
+    os.chown(folder, int(uid), int(gid))
+    return folder
+
+
+CODE = r"\b[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}\b"
+LIST_VOUCHER_CODES = (
+    "from vouchers.models import Voucher; print(*sorted(Voucher.objects.values_list('code', flat=True)))"
+)
+
+
+def test_the_replicator_backs_up_and_an_empty_volume_is_restored_before_the_web_opens_it(run, data_folder):
+    replica, fresh = _owned_folder("ic-image-replica-"), _owned_folder("ic-image-fresh-")
+    to_replica = {"LITESTREAM_REPLICA_URL": "file:///replica"}
+    mounts = ((replica, "/replica", "rw"),)
+    try:
+        migration = run("migrate", data_folder, env={**to_replica, "ALLOW_EMPTY_DATABASE": "true"}, mounts=mounts)
+        assert migration.wait() == 0, migration.logs()
+        replicator = run("replicator", data_folder, env=to_replica, mounts=mounts)
+        issued = run("job", data_folder, command=["manage", "issuevoucher", "9", "--count", "2"])
+        assert issued.wait() == 0, issued.logs()
+        codes = sorted(
+            line for line in issued.logs().splitlines() if re.fullmatch(r"[0-9A-Z]{4}(-[0-9A-Z]{4}){3}", line)
+        )
+        assert len(codes) == 2, issued.logs()
+
+        # The web on an empty volume (a replaced host): it restores from the replica, then serves that data.
+        web_logs: list[str] = []
+
+        def restored() -> bool:
+            for leftover in fresh.iterdir():
+                leftover.unlink()
+            port = _free_port()
+            web = run("web", fresh, env={**to_replica, "GUNICORN_BIND": f"127.0.0.1:{port}"}, mounts=mounts)
+            _until(
+                lambda: (
+                    web.state()["Status"] == "exited" or web.health_check(replace=(":8000", f":{port}")).returncode == 0
+                ),
+                90,
+                "the restored web",
+            )
+            listed = web.exec(
+                [
+                    "python",
+                    "/app/manage.py",
+                    "shell",
+                    "-c",
+                    LIST_VOUCHER_CODES,
+                ]
+            )
+            web_logs.append(web.logs())
+            web.remove()
+            return sorted(re.findall(CODE, listed.stdout)) == codes
+
+        # Replication is continuous (every second); a restore made before it shipped the vouchers lacks them.
+        _until(restored, 120, "a restore that holds the vouchers")
+        assert "restoring the latest backup from the Litestream replica" in web_logs[-1]
+        seconds, code = replicator.stop()
+        assert code == 0, replicator.logs()
+        assert seconds < container_definition("replicator")["StopTimeout"]
+    finally:
+        shutil.rmtree(replica, ignore_errors=True)
+        shutil.rmtree(fresh, ignore_errors=True)
