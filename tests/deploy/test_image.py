@@ -63,7 +63,9 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def image():
     if not IN_CI:
-        pytest.skip("the image test runs under CI=true (it builds an image: about 1-3 minutes)")
+        pytest.skip(
+            "the image test runs under CI=true (it builds an image: about 3 minutes, 4-5 on a machine without the base)"
+        )
     if not _docker_ready():
         pytest.fail("CI=true but no Docker engine answers: .ci/run installs docker.io and starts dockerd")
     base = ensure_base_image()
