@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -537,3 +538,88 @@ def test_the_lock_files_satisfy_every_requirement_in_pyproject():
             for lock in locks:
                 assert name in lock, f"{name} is not in the lock file: run `make lock`"
                 assert requirement.specifier.contains(lock[name], prereleases=True), (name, lock[name])
+
+
+@pytest.mark.slow
+def test_slow_stripe_calls_neither_kill_workers_nor_block_the_health_check(tmp_path):
+    """The old deploy: three checkouts waiting on a slow Stripe held all three sync workers, `/healthz` stopped
+    answering and ECS killed the task; calls longer than gunicorn's 30 s timeout killed workers mid-checkout.
+    Now: more hanging checkouts than workers, the health check still answers within its timeout, and each checkout
+    ends in the friendly error page after the Stripe budget, with no worker killed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.storefront.fake_stripe import FakeStripe
+
+    env = container_environment("web", tmp_path)
+    stripe = FakeStripe(env["STRIPE_SECRET_KEY"]).start()
+    env.update(
+        {
+            "STRIPE_API_BASE": stripe.url,
+            # A short budget keeps the test quick; the relation between the timeouts is what is under test.
+            "STRIPE_TIMEOUT_SECONDS": "2",
+            "STRIPE_MAX_NETWORK_RETRIES": "1",
+            "FORWARDED_ALLOW_IPS": "127.0.0.1",
+            "LOG_FORMAT": "plain",
+            "STATIC_ROOT": str(tmp_path / "static"),
+        }
+    )
+    for step in (["migrate", "--noinput"], ["collectstatic", "--noinput", "-v0"]):
+        subprocess.run([sys.executable, "manage.py", *step], cwd=ROOT, env=env, check=True, timeout=120)
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "storefront.wsgi", "--bind", f"127.0.0.1:{port}"],  # workers: the config's
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    health = containers(SQLITE)["web"]["HealthCheck"]
+    try:
+        assert _wait_healthy(health["Command"], port).returncode == 0
+        site = f"https://{env['ALLOWED_HOSTS']}"
+        headers = {"Host": env["ALLOWED_HOSTS"], "X-Forwarded-Proto": "https", "Origin": site, "Referer": site + "/"}
+
+        def checkout() -> tuple[int, str]:
+            with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/", headers=headers)) as page:
+                html = page.read().decode()
+                # The cookie is Secure (HTTPS at the load balancer): a cookie jar would not send it over this hop.
+                cookie = re.search(r"csrftoken=([^;]+)", page.headers["Set-Cookie"]).group(1)
+            token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html).group(1)
+            pack = re.search(r'name="pack" value="(\d+)"', html).group(1)
+            body = urllib.parse.urlencode({"csrfmiddlewaretoken": token, "pack": pack}).encode()
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/checkout/", data=body, headers={**headers, "Cookie": f"csrftoken={cookie}"}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=60) as answer:
+                    return answer.status, answer.read().decode()
+            except urllib.error.HTTPError as error:
+                return error.code, error.read().decode()
+
+        slow = 12  # more than workers x threads would allow with sync workers; 2 x 4 threads here
+        stripe.hang_next(times=slow * 2, method="POST")  # every attempt, retries included, hangs
+        with ThreadPoolExecutor(slow) as pool:
+            pending = [pool.submit(checkout) for _ in range(slow)]
+            _until_true(lambda: len(stripe.requests) >= 8 or all(f.done() for f in pending), 30)
+            assert len(stripe.requests) >= 8, [f.result() for f in pending]  # every thread waits on Stripe now
+            argv = [sys.executable if a == "python" else a.replace(":8000", f":{port}") for a in health["Command"][1:]]
+            started = time.monotonic()
+            answered = subprocess.run(argv, capture_output=True, text=True, timeout=health["Timeout"] + 10)
+            assert answered.returncode == 0, answered.stderr
+            assert time.monotonic() - started < health["Timeout"]
+            results = [future.result(timeout=120) for future in pending]
+        assert all(status != 500 for status, _ in results), [s for s, _ in results]
+        assert sum("start that checkout" in html for _, html in results) == slow  # the friendly page, every time
+    finally:
+        server.terminate()
+        _, stderr = server.communicate(timeout=60)
+        stripe.stop()
+    assert "WORKER TIMEOUT" not in stderr, stderr
+
+
+def _until_true(predicate, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
