@@ -9,8 +9,8 @@ timeouts contradict each other:
 - The graceful timeout (how long in-flight requests may finish after SIGTERM) must fit inside the container's
   stop timeout (CONTAINER_STOP_TIMEOUT, the task definition's `stopTimeout`), or ECS sends SIGKILL first.
 
-Threads (gthread) keep a few slow Stripe calls from occupying every worker: `/healthz` is still answered, so ECS
-does not kill a task that is merely waiting on Stripe.
+Threads (gthread, WEB_CONCURRENCY x WEB_THREADS = 16 requests at once by default) keep slow Stripe calls from
+occupying every worker: `/healthz` is still answered, so ECS does not kill a task that is merely waiting on Stripe.
 """
 
 import math
@@ -29,7 +29,11 @@ stripe_budget = settings.STRIPE_TIMEOUT_SECONDS * (settings.STRIPE_MAX_NETWORK_R
 bind = [os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")]
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
-threads = int(os.environ.get("WEB_THREADS", "4"))
+threads = int(os.environ.get("WEB_THREADS", "8"))
+# A gthread worker accepts up to worker_connections clients and queues them for its threads; with the default
+# (1000) a worker whose threads all wait on Stripe would still accept the health check and queue it behind them.
+# Capped at its thread count, a busy worker leaves new connections to a worker with a free thread.
+worker_connections = threads
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "0")) or math.ceil(stripe_budget) + 15
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "0")) or math.ceil(stripe_budget) + 5
 # Seconds between SIGTERM and SIGKILL that the container gets (ECS `stopTimeout`); empty outside a container.

@@ -597,12 +597,12 @@ def test_slow_stripe_calls_neither_kill_workers_nor_block_the_health_check(tmp_p
             except urllib.error.HTTPError as error:
                 return error.code, error.read().decode()
 
-        slow = 12  # more than workers x threads would allow with sync workers; 2 x 4 threads here
+        slow = 12  # four times the old deploy's three sync workers; within the 2 workers x 8 threads of the config
         stripe.hang_next(times=slow * 2, method="POST")  # every attempt, retries included, hangs
         with ThreadPoolExecutor(slow) as pool:
             pending = [pool.submit(checkout) for _ in range(slow)]
-            _until_true(lambda: len(stripe.requests) >= 8 or all(f.done() for f in pending), 30)
-            assert len(stripe.requests) >= 8, [f.result() for f in pending]  # every thread waits on Stripe now
+            _until_true(lambda: len(stripe.requests) >= slow or all(f.done() for f in pending), 30)
+            assert len(stripe.requests) >= slow, [f.result() for f in pending]  # all of them wait on Stripe now
             argv = [sys.executable if a == "python" else a.replace(":8000", f":{port}") for a in health["Command"][1:]]
             started = time.monotonic()
             answered = subprocess.run(argv, capture_output=True, text=True, timeout=health["Timeout"] + 10)
