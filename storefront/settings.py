@@ -20,6 +20,12 @@ env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=False)
+# Which process this is, so `manage.py check --deploy` demands only the keys it uses (storefront/checks.py):
+# `web` (gunicorn: Stripe), `bot` (runbot: Discord, OpenAI), `jobs` (scheduled commands: Stripe), `all` (one
+# process or machine running everything, as `make run` does).
+APP_ROLE = env.str("APP_ROLE", default="all")
+if APP_ROLE not in ("all", "web", "bot", "jobs"):
+    raise ImproperlyConfigured(f"APP_ROLE must be all, web, bot or jobs, not {APP_ROLE!r} (see .env.example).")
 
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
@@ -49,6 +55,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "storefront.requestlog.RequestIdMiddleware",  # first: every log line of a request carries its id
     "storefront.middleware.HealthCheckMiddleware",  # first: health checks come by IP over plain HTTP
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -86,6 +93,9 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------------------------------
 DATA_DIR = Path(env.str("DATA_DIR", default=str(BASE_DIR / "data")))
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'db.sqlite3'}")}
+# Optional: the password apart from the URL, as ECS injects it from the secret RDS manages (ecs/stack.yaml).
+if DATABASE_PASSWORD := env.str("DATABASE_PASSWORD", default=""):
+    DATABASES["default"]["PASSWORD"] = DATABASE_PASSWORD
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web and bot containers write to one SQLite file from two processes. WAL lets readers run beside
     # the writer; synchronous=NORMAL is durable across process crashes in WAL mode; the busy timeout makes a
@@ -130,11 +140,17 @@ USE_I18N = True
 USE_TZ = True
 
 # --- Security (production) -----------------------------------------------------------------------------
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# No SECURE_PROXY_SSL_HEADER: Django would believe X-Forwarded-Proto from anyone who can reach the port.
+# gunicorn decides instead (gunicorn.conf.py): it honours the header only from FORWARDED_ALLOW_IPS (the load
+# balancer's subnets) and sets the request's scheme, which is what Django's is_secure() then reads.
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 3600)
+# The shop's domain (and its subdomains) is HTTPS only. Preload marks the header as eligible for browsers'
+# preload lists; nothing is submitted unless an operator does it (hstspreload.org, which wants a year of max-age).
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 
 # --- Operators' logins (the admin) ---------------------------------------------------------------------
@@ -269,13 +285,28 @@ DISCORD_UPLOAD_TIMEOUT_SECONDS = env.float("DISCORD_UPLOAD_TIMEOUT_SECONDS", def
 # Accepted requests a member may have waiting in line (not yet started); more are refused, uncharged.
 MAX_WAITING_PER_MEMBER = env.int("MAX_WAITING_PER_MEMBER", default=3)
 
+# --- Logs and error tracking ----------------------------------------------------------------------------
+# `json` (one object a line with a request id; what CloudWatch gets) or `plain` (for a terminal).
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain" if DEBUG else "json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    # Request lines without their query strings: success-page session ids and /buy tokens travel there.
-    "filters": {"no_query_strings": {"()": "storefront.logfilters.StripQueryStrings"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["no_query_strings"]}},
+    "filters": {
+        "request_id": {"()": "storefront.requestlog.RequestIdFilter"},
+        # Request lines without their query strings: success-page session ids and /buy tokens travel there.
+        "no_query_strings": {"()": "storefront.logfilters.StripQueryStrings"},
+    },
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"},
+        "json": {"()": "storefront.requestlog.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "plain",
+            "filters": ["request_id", "no_query_strings"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "discord": {"level": "WARNING"},
@@ -285,3 +316,28 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},  # the same URLs, at DEBUG, under stripe-python's HTTP client
     },
 }
+
+# Error tracking is off unless SENTRY_DSN is set. What it sends leaves out what invariant 8 keeps out of logs:
+# no request bodies (webhook payloads, forms), no query strings (session ids, /buy tokens), no cookies, no PII.
+SENTRY_DSN = env.str("SENTRY_DSN", default="")
+if SENTRY_DSN:
+    import sentry_sdk
+
+    def _sentry_scrub(event: dict, hint: dict) -> dict:
+        request = event.get("request") or {}
+        for field in ("query_string", "cookies", "data"):
+            request.pop(field, None)
+        if "url" in request:
+            request["url"] = request["url"].split("?", 1)[0]
+        return event
+
+    sentry_sdk.init(
+        dsn=SENTRY_DSN,
+        environment=env.str("SENTRY_ENVIRONMENT", default="production"),
+        release=env.str("APP_VERSION", default="") or None,
+        send_default_pii=False,
+        max_request_body_size="never",
+        include_local_variables=False,  # locals can hold keys, codes and tokens
+        before_send=_sentry_scrub,
+        traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0),
+    )
