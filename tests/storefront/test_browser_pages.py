@@ -198,7 +198,10 @@ def test_processing_page_shows_the_voucher_once_the_payment_clears_without_a_rel
 
         services.order_test_pay(session_id=path.split("=", 1)[1])
 
-        expect(page.get_by_role("heading", level=1, name="Thank you! Here is your voucher")).to_be_visible()
+        # The next background check comes 10 s after the first (it backs off: 5 s, 10 s, 20 s, ... up to 60 s).
+        expect(page.get_by_role("heading", level=1, name="Thank you! Here is your voucher")).to_be_visible(
+            timeout=20_000
+        )
         assert len(navigations) == 1
     finally:
         page.close()

@@ -10,6 +10,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from discordbot.models import Generation
+from discordbot.services import generation_fail_and_refund
 from storefront.models import CreditPack, Order
 from tests.vouchers.conftest import child_database_url, nothing_written
 from vouchers import services
@@ -152,7 +153,8 @@ def busy_history() -> dict:
     queued = Generation.objects.create(account=bob, prompt="an owl", cost=6, status="queued")
     held = services.credits_reserve(discord_user_id=BOB, amount=6, generation_id=queued.pk)
     services.voucher_claw_back(voucher_id=refunded.pk, credits=10, cause="refund re_bob")  # takes 4, owes 6
-    services.credits_refund(entry_id=held.pk)  # pays the debt
+    # The job fails; its reservation comes back the way the bot refunds it, and pays the debt first.
+    generation_fail_and_refund(generation_id=held.generation_id, error="timed out in the queue")
     services.credits_grant(discord_user_id=BOB, amount=3, memo="support")
     services.credits_debit(discord_user_id=BOB, amount=1, memo="duplicate grant")
     disputed = services.voucher_issue(credits=7)
