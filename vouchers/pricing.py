@@ -1,4 +1,5 @@
-"""The price of an image in credits, from `settings.GENERATION_COSTS` (size -> quality -> credits).
+"""The price of an image in credits, from `settings.GENERATION_COSTS` (size -> quality -> credits), plus
+`settings.IMAGE_OPERATION_SURCHARGES` (operation -> credits added per image) for edits and variations.
 
 One table for everyone who quotes or charges a price: the bot charges from it (`discordbot.services`), and the
 shop shows each pack in images by size and quality from it, so the two cannot disagree. Pure functions of the
