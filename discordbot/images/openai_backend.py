@@ -6,8 +6,9 @@ markup or mask when given). GPT image models always answer with base64; we ask f
 Several images: one request with `n`, unless previews are wanted. The service streams only with n=1 ("Streaming
 is only supported with n=1"), and a stream's partial-image events do not say which of several images they belong
 to, so with previews each image is its own streamed request (n=1, run concurrently); a failure then costs only
-that image. The client retries 429/5xx, timeouts and connection errors itself (`max_retries`); what is left after
-its retries is mapped to a GenerationError with a plain-words message for the member.
+that image, but an edit's input pictures are billed once per request (the spend shows it). The client retries
+429/5xx, timeouts and connection errors itself (`max_retries`); what is left after its retries is mapped
+to a GenerationError with a plain-words message for the member.
 """
 
 import asyncio

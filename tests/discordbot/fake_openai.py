@@ -122,6 +122,7 @@ class ImageRequest:
     ended: float | None = None
     status: int | None = None
     refusal: str | None = None  # the message of a 400/404 the fake answered
+    file_params: list[str] = field(default_factory=list)  # multipart file fields sent (image, markup, mask)
 
     @property
     def user(self) -> str | None:
@@ -226,7 +227,7 @@ class FakeOpenAI:
             else:
                 upload = Upload(value.filename, value.content_type, value.file.read())
                 files.setdefault(key.removesuffix("[]"), []).append(upload)
-                record.body.setdefault(key.removesuffix("[]"), None)  # present, for the unknown-parameter check
+        record.file_params = sorted(files)
         record.images = files.get("image", [])
         record.markup = (files.get("markup") or [None])[0]
         record.mask = (files.get("mask") or [None])[0]
@@ -261,11 +262,12 @@ class FakeOpenAI:
         allowed = ENDPOINT_PARAMS[record.endpoint]
         multipart = record.endpoint == "edits"
         params: dict[str, Any] = {}
-        for name, value in record.body.items():
-            if name not in allowed:
+        for name in record.file_params:
+            if name not in allowed or name not in FILE_PARAMS:
                 raise Refused(f"Unknown parameter: '{name}'.", param=name, code="unknown_parameter")
-            if name in FILE_PARAMS:
-                continue
+        for name, value in record.body.items():
+            if name not in allowed or name in FILE_PARAMS:
+                raise Refused(f"Unknown parameter: '{name}'.", param=name, code="unknown_parameter")
             leaves = _flatten(allowed[name])
             if name == "stream":
                 # The SDK sends `stream` as JSON true/false, or in a form as "true"/"false".

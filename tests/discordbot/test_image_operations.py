@@ -91,9 +91,8 @@ def test_edit_sends_every_picture_and_the_markup_as_multipart():
         "n": "1",
         "output_format": "png",
         "safety_identifier": "h" * 64,
-        "image": None,
-        "markup": None,
     }
+    assert request.file_params == ["image", "markup"]
     assert batch.delivered == [fake.png]
     assert batch.usage.input_image == 3 * IMAGE_TOKENS_IN  # two pictures and the markup
     assert batch.spend_micro_usd == TEXT_TOKENS * 5 + 3 * IMAGE_TOKENS_IN * 8 + IMAGE_TOKENS_OUT * 30
