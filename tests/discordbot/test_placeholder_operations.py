@@ -86,3 +86,19 @@ def test_the_placeholder_refuses_what_any_backend_refuses():
 def test_the_one_image_shorthand_still_works():
     png = asyncio.run(PlaceholderBackend().generate(prompt="x", size="1536x1024", quality="high", user_hash="h"))
     assert Image.open(io.BytesIO(png)).size == (384, 256)
+
+
+@pytest.mark.parametrize("method", ["check", "render", "generate", "aclose"])
+def test_both_backends_have_the_protocols_signatures(method):
+    import inspect
+
+    from discordbot.images import ImageBackend
+    from discordbot.images.openai_backend import OpenAIBackend
+
+    expected = inspect.signature(getattr(ImageBackend, method))
+    for backend in (OpenAIBackend, PlaceholderBackend):
+        actual = inspect.signature(getattr(backend, method))
+        assert list(actual.parameters) == list(expected.parameters), (backend, method)
+        assert inspect.iscoroutinefunction(getattr(backend, method)) == inspect.iscoroutinefunction(
+            getattr(ImageBackend, method)
+        )
