@@ -27,3 +27,10 @@ class GenerationError(BotError):
 class RedeemRateLimited(BotError):
     reason = "redeem_rate_limited"
     default_message = "Too many failed voucher attempts. Please wait a while before trying again."
+
+
+class ImageInputError(GenerationError):
+    """A picture a member gave (or the options around it) cannot be used: refused before anything is charged."""
+
+    reason = "bad_input"
+    default_message = "That picture cannot be used."

@@ -259,6 +259,19 @@ GENERATION_COSTS = env.json(
     },
 )
 GENERATION_DEFAULT_QUALITY = "medium"
+# Credits added to each image of an edit or a variation (on top of GENERATION_COSTS): the input pictures are
+# billed by the image service as input tokens. See vouchers.pricing.image_cost.
+IMAGE_OPERATION_SURCHARGES = env.json("IMAGE_OPERATION_SURCHARGES", default={"generate": 0, "edit": 1, "variation": 1})
+# Images one request may ask for (the `count` option); the image API allows 1-10.
+IMAGE_MAX_COUNT = env.int("IMAGE_MAX_COUNT", default=4)
+# What the image service charges, per model and token kind, in micro-dollars per token (= US dollars per 1M
+# tokens on OpenAI's price page). Empty: image spend is recorded as unknown. See discordbot/spend.py.
+IMAGE_SPEND_PRICES = env.json("IMAGE_SPEND_PRICES", default={})
+# Pictures members attach (/edit): read from Discord's CDN, bounded in size, pixels and time; only these hosts.
+IMAGE_INPUT_MAX_BYTES = env.int("IMAGE_INPUT_MAX_BYTES", default=10 * 1024 * 1024)
+IMAGE_INPUT_MAX_PIXELS = env.int("IMAGE_INPUT_MAX_PIXELS", default=4096 * 4096)
+ATTACHMENT_READ_TIMEOUT_SECONDS = env.float("ATTACHMENT_READ_TIMEOUT_SECONDS", default=20)
+DISCORD_CDN_HOSTS = env.list("DISCORD_CDN_HOSTS", default=["cdn.discordapp.com", "media.discordapp.net"])
 # Seconds one image may take at the backend (each OpenAI attempt, and all attempts together).
 GENERATION_TIMEOUT_SECONDS = env.float("GENERATION_TIMEOUT_SECONDS", default=180)
 # Seconds a request may wait in line; with the timeout above it stays inside Discord's 15-minute token.

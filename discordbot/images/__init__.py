@@ -1,8 +1,20 @@
-"""Image backends: something that turns a prompt into PNG bytes.
+"""Image backends: something that turns a prompt (and, for edits, pictures) into PNG images.
 
-Every backend has the same shape (`ImageBackend`) and raises `discordbot.errors.GenerationError` with a
-member-facing message when it cannot deliver, so the caller can refund and say why. `backend_from_settings`
-picks one from IMAGE_BACKEND: `openai` (the real thing) or `placeholder` (local Pillow images, no key needed).
+Every backend has the same shape (`ImageBackend`):
+
+- `check(job)` validates a job against the model's limits without any network call, so the caller can refuse
+  bad input before it reserves credits (it raises `ImageInputError` / `GenerationError`, member-facing);
+- `render(job, on_preview=...)` makes `job.count` images for a generate, an edit (1-16 input pictures, an optional
+  markup or mask) or a variation (an edit of one earlier result with its prompt). It returns an `ImageBatch`:
+  one slot per requested image, each either PNG bytes or the error that image met (so the caller charges the
+  delivered ones and refunds exactly the missing ones), plus the tokens the service reported and their cost in
+  micro-dollars (`discordbot.spend`). When the request as a whole fails (moderation, rate limit, timeout) and
+  no image came back it raises `GenerationError` instead. With `job.partial_images` > 0 and an `on_preview`
+  callback, partial images are passed to the callback as they arrive (a backend that cannot stream skips them);
+- `generate(prompt=, size=, quality=, user_hash=) -> bytes` is the one-image shorthand the pipeline used first.
+
+`backend_from_settings` picks one from IMAGE_BACKEND: `openai` (the real thing) or `placeholder` (local Pillow
+images, no key needed).
 """
 
 import hashlib
@@ -11,14 +23,51 @@ from typing import Protocol
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+from discordbot.images.base import (
+    OPERATIONS,
+    PNG_MAGIC,
+    ImageBatch,
+    ImageJob,
+    ImageSlot,
+    InputImage,
+    ModelLimits,
+    Preview,
+    PreviewCallback,
+    job_check,
+    model_limits,
+)
+
+__all__ = [
+    "OPERATIONS",
+    "PNG_MAGIC",
+    "ImageBackend",
+    "ImageBatch",
+    "ImageJob",
+    "ImageSlot",
+    "InputImage",
+    "ModelLimits",
+    "Preview",
+    "PreviewCallback",
+    "backend_from_settings",
+    "job_check",
+    "model_limits",
+    "safety_identifier",
+]
 
 
 class ImageBackend(Protocol):
     model: str
 
+    def check(self, job: ImageJob) -> None:
+        """Raise GenerationError/ImageInputError (member-facing) when the model cannot take `job`. No network."""
+        ...
+
+    async def render(self, job: ImageJob, *, on_preview: PreviewCallback | None = None) -> ImageBatch:
+        """`job.count` slots (PNG or error each), usage and spend; raises GenerationError when no image came."""
+        ...
+
     async def generate(self, *, prompt: str, size: str, quality: str, user_hash: str) -> bytes:
-        """The image as PNG bytes; raises GenerationError (member-facing message) when it cannot."""
+        """One generated image as PNG bytes; raises GenerationError (member-facing message) when it cannot."""
         ...
 
     async def aclose(self) -> None: ...
