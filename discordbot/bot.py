@@ -165,6 +165,7 @@ class ImageCreditsBot(commands.Bot):
                     return False
         told = False
         while not self._stopping.is_set():
+            asked_at = time.monotonic()  # the lease runs from (at the latest) the moment we asked
             try:
                 state = await run_service(
                     bot_lease_acquire, identity=self.identity, lease_seconds=settings.BOT_LEASE_SECONDS
@@ -174,7 +175,7 @@ class ImageCreditsBot(commands.Bot):
             else:
                 if state.held:
                     self.lease_held, self.standing_by = True, False
-                    self._lease_valid_until = time.monotonic() + settings.BOT_LEASE_SECONDS
+                    self._lease_valid_until = asked_at + settings.BOT_LEASE_SECONDS
                     log.info("Process %s holds the bot lease", self.identity)
                     return True
                 self.standing_by = True
@@ -265,6 +266,7 @@ class ImageCreditsBot(commands.Bot):
             await self._sleep(settings.BOT_HEARTBEAT_SECONDS)
             if self._stopping.is_set():
                 return
+            asked_at = time.monotonic()
             try:
                 held = await run_service(
                     bot_lease_renew, identity=self.identity, lease_seconds=settings.BOT_LEASE_SECONDS
@@ -277,7 +279,7 @@ class ImageCreditsBot(commands.Bot):
                 held = False
             else:
                 if held:
-                    self._lease_valid_until = time.monotonic() + settings.BOT_LEASE_SECONDS
+                    self._lease_valid_until = asked_at + settings.BOT_LEASE_SECONDS
                     continue
                 log.error("Another process took over the bot lease: stopping")
             self.lease_held = False
