@@ -1,7 +1,7 @@
 """`manage.py check` (and the bot's start, which runs the checks) refuses a malformed image price setup."""
 
 from django.conf import settings
-from django.core.checks import Error, Warning, register
+from django.core.checks import Error, Info, register
 from django.core.exceptions import ImproperlyConfigured
 
 from discordbot.spend import check_spend_prices, spend_prices
@@ -25,7 +25,7 @@ def check_image_prices(app_configs, **kwargs) -> list[Error]:
 
 
 @register(deploy=True)
-def check_image_spend_priced(app_configs, **kwargs) -> list[Warning]:
+def check_image_spend_priced(app_configs, **kwargs) -> list[Info]:
     if settings.IMAGE_BACKEND != "openai":
         return []
     try:
@@ -34,10 +34,12 @@ def check_image_spend_priced(app_configs, **kwargs) -> list[Warning]:
         return []  # reported by check_image_prices
     if priced:
         return []
+    # Info, not a warning: images are still made and charged; only the dashboard's image cost (and margin) stays
+    # unknown until the operator copies the prices in.
     return [
-        Warning(
+        Info(
             f"IMAGE_SPEND_PRICES has no row for IMAGE_MODEL {settings.IMAGE_MODEL}: its spend is recorded as unknown.",
             hint="Copy the model's token prices from OpenAI's price page (see .env.example).",
-            id="discordbot.W001",
+            id="discordbot.I001",
         )
     ]

@@ -115,7 +115,10 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+# Rate limits, failed-redeem counts and login lockouts must be shared by every process, so production's default is
+# a table in the database every process already shares (created by `migrate`); Redis (redis://...) is faster when
+# there is one. Local development (DEBUG) keeps a per-process memory cache.
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://" if DEBUG else "dbcache://imagecredits_cache")}
 
 # --- Email ----------------------------------------------------------------------------------------------
 vars().update(env.email("EMAIL_URL", default="consolemail://"))

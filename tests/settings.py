@@ -15,6 +15,7 @@ os.environ.setdefault("STRIPE_WEBHOOK_SECRET", "whsec_test_fake_secret_for_tests
 os.environ.setdefault("PAYMENTS_BACKEND", "stripe")
 os.environ.setdefault("IMAGE_BACKEND", "placeholder")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
+os.environ.setdefault("CACHE_URL", "locmemcache://")  # each test starts from an empty cache
 os.environ.setdefault("DATA_DIR", os.path.join(tempfile.gettempdir(), "imagecredits-test-data"))
 
 from storefront.settings import *  # noqa: E402,F403

@@ -26,6 +26,8 @@ PSEUDO = {
 # Values for parameters without a default: what an operator would pass.
 OPERATOR_PARAMETERS = {
     "DomainName": "shop.example.com",
+    "SupportContact": "support@shop.example.com",
+    "DiscordInviteUrl": "https://discord.gg/example",
     "CertificateArn": f"arn:aws:acm:{REGION}:{ACCOUNT}:certificate/0e3f5c9a-1111-2222-3333-444455556666",
     "VpcId": "vpc-0abc",
     "LoadBalancerSubnetIds": ["subnet-0aaa", "subnet-0bbb"],

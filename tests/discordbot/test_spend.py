@@ -88,6 +88,6 @@ def test_manage_check_reports_a_malformed_table_and_deploy_warns_about_an_unpric
 
     settings.IMAGE_SPEND_PRICES = {}
     settings.IMAGE_BACKEND, settings.IMAGE_MODEL = "openai", "gpt-image-2.5-flare"
-    assert [w.id for w in check_image_spend_priced(None)] == ["discordbot.W001"]
+    assert [w.id for w in check_image_spend_priced(None)] == ["discordbot.I001"]
     settings.IMAGE_SPEND_PRICES = {"gpt-image-2.5-flare": ROW}
     assert check_image_spend_priced(None) == []
