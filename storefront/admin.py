@@ -25,6 +25,7 @@ from storefront.gallery import MAX_IMAGE_BYTES, sample_image_inspect
 from storefront.models import CreditPack, Dispute, LegalPage, Order, SampleImage, StripeEvent
 from storefront.selectors import dispute_generation_log
 from storefront.services import voucher_email_send
+from storefront.spreadsheet import csv_cell
 from vouchers.admin import ReasonForm
 from vouchers.admin_base import GuardedAdmin, ReadOnlyAdmin, column, moment, require_perm, shown_code, shown_secret
 from vouchers.models import Voucher
@@ -382,12 +383,5 @@ class DisputeAdmin(ReadOnlyAdmin):
         writer.writerow(["# discord user id", log.discord_user_id or "", "voucher redeemed at", log.redeemed_at or ""])
         writer.writerow(log.COLUMNS)
         for row in log.rows:
-            writer.writerow([_csv_safe(value) for value in row])
+            writer.writerow([csv_cell(value) for value in row])
         return response
-
-
-def _csv_safe(value: object) -> object:
-    """Prompts are typed by members: never let a spreadsheet read one as a formula."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return "" if value is None else value

@@ -19,6 +19,7 @@ from discordbot import selectors as image_selectors
 from storefront import charts
 from storefront import selectors as shop_selectors
 from storefront.money import format_money
+from storefront.spreadsheet import csv_cell
 from vouchers import selectors as credit_selectors
 from vouchers.admin_base import can_see_codes, mask_secret, require_perm
 from vouchers.codes import mask_code, mask_codes_in
@@ -135,15 +136,6 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
 # --- CSV exports --------------------------------------------------------------------------------------------
 
 
-def _cell(value: object) -> object:
-    """A spreadsheet must not run what members typed: text starting with a formula character is quoted."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat()
-    return "" if value is None else value
-
-
 def _orders(request: HttpRequest, period: Period):
     see = can_see_codes(request)
     yield [
@@ -212,7 +204,7 @@ def export_view(request: HttpRequest, kind: str) -> HttpResponse:
         return HttpResponse("\n".join(e for errors in form.errors.values() for e in errors), status=400)
     writer = csv.writer(_Echo())
     response = StreamingHttpResponse(
-        (writer.writerow([_cell(v) for v in row]) for row in rows(request, period)), content_type="text/csv"
+        (writer.writerow([csv_cell(v) for v in row]) for row in rows(request, period)), content_type="text/csv"
     )
     filename = f"{kind}-{period.first.isoformat()}-to-{period.last.isoformat()}.csv"
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
