@@ -1,10 +1,8 @@
-"""The price list as members read it: size and quality names, and what each costs (settings.GENERATION_COSTS)."""
-
-from django.conf import settings
+"""The price list as members read it: size and quality names, and what each costs, from the one price table
+(`vouchers.pricing`, which the shop quotes from too)."""
 
 from discordbot.replies import plural
-
-QUALITY_ORDER = ("low", "medium", "high", "xhigh", "max")
+from vouchers.pricing import price_qualities, price_table
 
 
 def size_name(size: str) -> str:
@@ -15,11 +13,6 @@ def size_name(size: str) -> str:
     return f"{shape} {width}\N{MULTIPLICATION SIGN}{height}"
 
 
-def qualities() -> list[str]:
-    found = {quality for options in settings.GENERATION_COSTS.values() for quality in options}
-    return sorted(found, key=lambda q: (QUALITY_ORDER.index(q) if q in QUALITY_ORDER else 99, q))
-
-
 def cost_range(costs: list[int]) -> str:
     low, high = min(costs), max(costs)
     return plural(low) if low == high else f"{low}-{plural(high)}"
@@ -28,26 +21,28 @@ def cost_range(costs: list[int]) -> str:
 def size_choice_names() -> dict[str, str]:
     """size -> "Square 1024×1024 · 1-3 credits" (the cost depends on the quality too)."""
     return {
-        size: f"{size_name(size)} \N{MIDDLE DOT} {cost_range(list(options.values()))}"
-        for size, options in settings.GENERATION_COSTS.items()
+        row.size: f"{size_name(row.size)} \N{MIDDLE DOT} {cost_range([cost for _, cost in row.costs])}"
+        for row in price_table()
     }
 
 
 def quality_choice_names() -> dict[str, str]:
     """quality -> "High · 3-4 credits" (the cost depends on the size too)."""
+    rows = [dict(row.costs) for row in price_table()]
     names = {}
-    for quality in qualities():
-        costs = [options[quality] for options in settings.GENERATION_COSTS.values() if quality in options]
+    for quality in price_qualities():
+        costs = [costs[quality] for costs in rows if quality in costs]
         names[quality] = f"{quality.title()} \N{MIDDLE DOT} {cost_range(costs)}"
     return names
 
 
-def price_table() -> str:
-    """A monospaced table: one row per size, one column per quality."""
-    columns = qualities()
+def price_table_text() -> str:
+    """The shared price table (vouchers.pricing) as a monospaced block: one row per size, one column per quality."""
+    columns = price_qualities()
     rows = [["Size", *(q.title() for q in columns)]]
-    for size, options in settings.GENERATION_COSTS.items():
-        rows.append([size_name(size), *(str(options.get(q, "-")) for q in columns)])
+    for row in price_table():
+        costs = dict(row.costs)
+        rows.append([size_name(row.size), *(str(costs.get(q, "-")) for q in columns)])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(

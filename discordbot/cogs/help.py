@@ -4,7 +4,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from discordbot.prices import price_table
+from discordbot.prices import price_table_text
 
 HELP = (
     "**Image credits**: turn your credits into AI images.\n"
@@ -21,7 +21,7 @@ class Help(commands.Cog):
     @app_commands.command(name="help")
     async def help(self, interaction: discord.Interaction) -> None:
         """How the bot works and what images cost."""
-        await interaction.response.send_message((HELP + price_table())[:2000], ephemeral=True)
+        await interaction.response.send_message((HELP + price_table_text())[:2000], ephemeral=True)
 
 
 async def setup(bot: commands.Bot) -> None:
