@@ -73,10 +73,15 @@ class DeleteButton(discord.ui.DynamicItem[discord.ui.Button], template=r"delete:
             await report_error(interaction, exc)
 
 
-def image_view(generation_id: int, *, cost: int) -> discord.ui.View:
+def image_view(generation_id: int, *, cost: int, regenerate: bool = True, delete: bool = True) -> discord.ui.View:
+    """The buttons under a result. `cost` is what Regenerate charges (the whole request again). An edit's
+    pictures are not kept, so only prompt-only results offer Regenerate; an ephemeral result needs no Delete."""
     view = discord.ui.View(timeout=None)
-    view.add_item(RegenerateButton(generation_id, label="Regenerate" if cost == 1 else f"Regenerate ({cost} credits)"))
-    view.add_item(DeleteButton(generation_id))
+    if regenerate:
+        label = "Regenerate" if cost == 1 else f"Regenerate ({cost} credits)"
+        view.add_item(RegenerateButton(generation_id, label=label))
+    if delete:
+        view.add_item(DeleteButton(generation_id))
     return view
 
 

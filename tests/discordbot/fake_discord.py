@@ -174,6 +174,33 @@ class Refused(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+@dataclass(frozen=True)
+class Attachment:
+    """A file a member attached to a command option: where Discord's CDN serves it, and what Discord says of it."""
+
+    url: str
+    filename: str
+    size: int
+    content_type: str | None = "image/png"
+    width: int | None = None
+    height: int | None = None
+
+    def payload(self, attachment_id: str) -> dict:
+        data = {
+            "id": attachment_id,
+            "filename": self.filename,
+            "size": self.size,
+            "url": self.url,
+            "proxy_url": self.url,
+            "ephemeral": True,
+        }
+        if self.content_type:
+            data["content_type"] = self.content_type
+        if self.width is not None:
+            data.update(width=self.width, height=self.height)
+        return data
+
+
 def _snowflakes() -> itertools.count:
     # Real-looking snowflakes: milliseconds since the Discord epoch, shifted.
     return itertools.count(int(time.time() * 1000 - 1420070400000) << 22)
@@ -407,15 +434,32 @@ class FakeDiscord:
         return payload, token
 
     async def send_command(
-        self, name: str, *, user_id: int, options: dict[str, str] | None = None, in_guild: bool = True
+        self, name: str, *, user_id: int, options: dict[str, Any] | None = None, in_guild: bool = True
     ) -> Sent:
-        """Push a slash command (INTERACTION_CREATE, type 2) as a member would trigger it."""
+        """Push a slash command (INTERACTION_CREATE, type 2) as a member would trigger it.
+
+        Option values keep Discord's types: str (3), bool (5), int (4); an `Attachment` (11) is sent as its id,
+        with the file described under `resolved.attachments`, as Discord does."""
+        wire_options, resolved = [], {}
+        for key, value in (options or {}).items():
+            if isinstance(value, Attachment):
+                attachment_id = str(next(self._ids))
+                resolved[attachment_id] = value.payload(attachment_id)
+                wire_options.append({"name": key, "type": 11, "value": attachment_id})
+            elif isinstance(value, bool):
+                wire_options.append({"name": key, "type": 5, "value": value})
+            elif isinstance(value, int):
+                wire_options.append({"name": key, "type": 4, "value": value})
+            else:
+                wire_options.append({"name": key, "type": 3, "value": value})
         data = {
             "id": str(abs(hash(name)) % 10**18),
             "name": name,
             "type": 1,
-            "options": [{"name": key, "type": 3, "value": value} for key, value in (options or {}).items()],
+            "options": wire_options,
         }
+        if resolved:
+            data["resolved"] = {"attachments": resolved}
         if in_guild:
             data["guild_id"] = str(self.GUILD_ID)
         payload, token = self._interaction_base(user_id=user_id, kind=2, data=data, in_guild=in_guild)

@@ -1,0 +1,282 @@
+"""Issue 11 end to end: several images at once, /edit from attached pictures, private results. The real bot
+against the fake Discord, pictures from a fake CDN, images from the fake OpenAI through the real `AsyncOpenAI`
+client. Every credit taken ends as a delivered image or a refund; a partial failure refunds exactly the missing
+images; a picture that cannot be used costs nothing."""
+
+import pytest
+
+from discordbot.models import Generation
+from tests.discordbot.fake_cdn import FakeCDN
+from tests.discordbot.fake_discord import EPHEMERAL, Attachment
+from tests.discordbot.image_inputs import markup_bytes, picture_bytes
+from vouchers.audit import audit_credits
+from vouchers.models import LedgerEntry
+from vouchers.selectors import account_balance
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def cdn(harness, settings):
+    """A fake Discord CDN on 127.0.0.1, accepted as Discord's attachment host for these tests."""
+    fake = FakeCDN(slow_seconds=20)
+    harness.run(fake.start())
+    settings.DISCORD_CDN_HOSTS = ["127.0.0.1"]
+    settings.ATTACHMENT_READ_TIMEOUT_SECONDS = 3
+    yield fake
+    harness.run(fake.stop())
+
+
+def attach(cdn: FakeCDN, path: str, data: bytes, content_type: str = "image/png") -> Attachment:
+    return Attachment(
+        url=cdn.add(path, data, content_type),
+        filename=path.rsplit("/", 1)[-1],
+        size=len(data),
+        content_type=content_type,
+    )
+
+
+def ledger(user: int) -> list[tuple[str, int]]:
+    return list(
+        LedgerEntry.objects.filter(account__discord_user_id=user, generation__isnull=False)
+        .order_by("pk")
+        .values_list("kind", "delta")
+    )
+
+
+# --- count -----------------------------------------------------------------------------------------------------
+
+
+def test_count_four_posts_four_images_in_one_message_for_four_times_the_price(bot, member, fund, assert_audit_clean):
+    user = member()
+    fund(user, 5)
+
+    answer = bot.answer(bot.command("generate", user=user, prompt="four foxes", count=4))
+
+    assert answer.route == "edit_message" and answer.message_id == "@original"
+    assert len(answer.uploads) == 4 and all(upload.is_png for upload in answer.uploads)
+    generation = Generation.objects.get()
+    assert [u.filename for u in answer.uploads] == [
+        f"image-{generation.pk}.png",
+        *(f"image-{generation.pk}-{i}.png" for i in (2, 3, 4)),
+    ]
+    assert "4 credits" in answer.content and "could not be made" not in answer.content
+    assert answer.buttons[0]["label"] == "Regenerate (4 credits)"
+    bot.wait_for(lambda: Generation.objects.filter(status=Generation.Status.SUCCEEDED).exists())
+    generation.refresh_from_db()
+    assert (generation.count, generation.delivered_count, generation.cost) == (4, 4, 4)
+    [request] = bot.openai.requests
+    assert request.body["n"] == 4
+    assert account_balance(discord_user_id=user) == 1
+    assert ledger(user) == [("generate", -4)]
+    assert_audit_clean()
+
+
+def test_count_four_with_one_image_missing_charges_three_and_refunds_exactly_one(
+    bot, member, fund, settings, assert_audit_clean
+):
+    user = member()
+    fund(user, 12)
+    bot.openai.mode = "fewer"  # the service answers n=4 with three images
+
+    answer = bot.answer(bot.command("generate", user=user, prompt="a quartet", count=4, quality="high"))
+
+    assert len(answer.uploads) == 3
+    unit = settings.GENERATION_COSTS["1024x1024"]["high"]
+    assert f"{3 * unit} credits" in answer.content
+    assert f"1 image of 4 could not be made; {unit} credit" in answer.content
+    generation = bot.wait_for(lambda: Generation.objects.filter(status=Generation.Status.SUCCEEDED).first())
+    assert (generation.count, generation.delivered_count) == (4, 3)
+    assert ledger(user) == [("generate", -4 * unit), ("refund", unit)]
+    assert account_balance(discord_user_id=user) == 12 - 3 * unit
+    assert_audit_clean()
+
+    # The audit is what would catch a wrong settlement: a record saying all four arrived, yet one refunded...
+    Generation.objects.filter(pk=generation.pk).update(delivered_count=4)
+    broken = {name: problems for name, problems in audit_credits().items() if problems}
+    assert any(f"generation {generation.pk}" in " ".join(problems) for problems in broken.values()), broken
+    # ...or a refund of two images when one was missing.
+    Generation.objects.filter(pk=generation.pk).update(delivered_count=2)
+    assert any(problems for problems in audit_credits().values())
+
+
+def test_count_above_four_is_refused_by_discord_types_and_over_the_balance_refused_before_anything(
+    bot, member, fund, assert_audit_clean
+):
+    user = member()
+    fund(user, 3)
+
+    answer = bot.answer(bot.command("generate", user=user, prompt="too many for my balance", count=4))
+
+    assert answer.route == "callback" and answer.ephemeral
+    assert "These 4 images cost 4 credits and your balance is 3 credits" in answer.content
+    assert not bot.openai.requests and not Generation.objects.exists()
+    assert account_balance(discord_user_id=user) == 3
+    assert_audit_clean()
+
+
+def test_count_four_failing_as_a_whole_refunds_all_four(bot, member, fund, assert_audit_clean):
+    user = member()
+    fund(user, 4)
+    bot.openai.mode = "moderation"
+
+    sent = bot.command("generate", user=user, prompt="blocked four", count=4)
+    answer = bot.answer(sent)
+
+    assert not answer.uploads and "4 credits were refunded" in answer.content
+    bot.wait_for(lambda: not bot.discord.visible(sent.token))
+    assert ledger(user) == [("generate", -4), ("refund", 4)]
+    assert account_balance(discord_user_id=user) == 4
+    assert_audit_clean()
+
+
+# --- /edit -----------------------------------------------------------------------------------------------------
+
+
+def test_edit_one_picture_sends_it_to_the_service_and_posts_the_result(
+    bot, cdn, member, fund, settings, assert_audit_clean
+):
+    user = member()
+    fund(user, 5)
+    photo = picture_bytes(size=(64, 48))
+
+    answer = bot.answer(bot.command("edit", user=user, prompt="make it blue", image=attach(cdn, "a/photo.png", photo)))
+
+    assert len(answer.uploads) == 1 and answer.uploads[0].is_png
+    [request] = bot.openai.requests
+    assert request.endpoint == "edits" and request.body["prompt"] == "make it blue"
+    assert [image.data for image in request.images] == [photo]
+    assert request.markup is None
+    unit = settings.GENERATION_COSTS["1024x1024"]["medium"] + settings.IMAGE_OPERATION_SURCHARGES["edit"]
+    generation = bot.wait_for(lambda: Generation.objects.filter(status=Generation.Status.SUCCEEDED).first())
+    assert (generation.operation, generation.cost) == ("edit", unit)
+    assert account_balance(discord_user_id=user) == 5 - unit
+    # An edit's pictures are not kept, so it offers no Regenerate; Delete stays.
+    assert [button["custom_id"] for button in answer.buttons] == [f"delete:{generation.pk}"]
+    assert_audit_clean()
+
+
+def test_edit_several_pictures_and_a_markup_reach_the_service_in_order(
+    harness, cdn, member, fund, settings, assert_audit_clean
+):
+    assert settings.IMAGE_MODEL == "gpt-image-2.5-flare"  # the default, and a model that takes a markup
+    harness.start_bot()
+    user = member()
+    fund(user, 10)
+    first, second, third = (picture_bytes(color=(i * 60, 20, 20)) for i in (1, 2, 3))
+    overlay = markup_bytes()
+
+    sent = harness.command(
+        "edit",
+        user=user,
+        prompt="put them together",
+        image=attach(cdn, "p/one.png", first),
+        image2=attach(cdn, "p/two.jpg", picture_bytes(fmt="JPEG"), "image/jpeg"),
+        image3=attach(cdn, "p/three.png", third),
+        markup=attach(cdn, "p/markup.png", overlay),
+    )
+    answer = harness.answer(sent)
+
+    assert len(answer.uploads) == 1
+    [request] = harness.openai.requests
+    assert request.body["model"] == "gpt-image-2.5-flare"
+    assert [image.filename for image in request.images] == ["one.png", "two.jpg", "three.png"]
+    assert request.images[0].data == first and request.images[2].data == third
+    assert request.markup is not None and request.markup.data == overlay
+    harness.wait_for(lambda: Generation.objects.filter(status=Generation.Status.SUCCEEDED).exists())
+    assert_audit_clean()
+
+
+@pytest.mark.parametrize(
+    "path, data, content_type, words",
+    [
+        ("bad/notes.txt", b"just some text", "text/plain", "only PNG, JPEG or WebP"),
+        ("bad/broken.png", picture_bytes()[:40], "image/png", "could not be read"),
+        ("missing/gone.png", None, "image/png", "could not be downloaded"),
+    ],
+)
+def test_a_picture_that_cannot_be_used_is_refused_privately_and_costs_nothing(
+    bot, cdn, member, fund, path, data, content_type, words, assert_audit_clean
+):
+    user = member()
+    fund(user, 5)
+    if data is None:
+        attachment = Attachment(url=cdn.url(path), filename="gone.png", size=100, content_type=content_type)
+    else:
+        attachment = attach(cdn, path, data, content_type)
+
+    sent = bot.command("edit", user=user, prompt="fix it", image=attachment)
+    answer = bot.answer(sent)
+
+    assert words in answer.content and "Nothing was charged" in answer.content
+    bot.wait_for(lambda: not bot.discord.visible(sent.token))  # the public deferral was withdrawn
+    [private] = [m for m in bot.discord.private(sent.token) if m["content"] == answer.content]
+    assert private["flags"] & EPHEMERAL and not bot.discord.channel_saw(answer.content)
+    assert not bot.openai.requests and not Generation.objects.exists()
+    assert account_balance(discord_user_id=user) == 5
+    assert_audit_clean()
+
+
+def test_a_markup_on_a_model_without_markup_is_refused_before_anything_is_charged(
+    harness, cdn, member, fund, settings, assert_audit_clean
+):
+    settings.IMAGE_MODEL = "gpt-image-2"  # takes edits, not a markup
+    bot = harness
+    bot.start_bot()
+    user = member()
+    fund(user, 5)
+
+    sent = bot.command(
+        "edit",
+        user=user,
+        prompt="mark it",
+        image=attach(cdn, "m/photo.png", picture_bytes()),
+        markup=attach(cdn, "m/markup.png", markup_bytes()),
+    )
+    answer = bot.answer(sent)
+
+    assert "does not take a markup" in answer.content and "Nothing was charged" in answer.content
+    assert not bot.openai.requests and not Generation.objects.exists()
+    assert account_balance(discord_user_id=user) == 5
+    assert_audit_clean()
+
+
+# --- private ---------------------------------------------------------------------------------------------------
+
+
+def test_private_generate_is_sent_ephemerally_and_the_channel_sees_nothing(bot, member, fund, assert_audit_clean):
+    user = member()
+    fund(user, 3)
+
+    sent = bot.command("generate", user=user, prompt="a secret garden", private=True, count=2)
+    deferral = bot.deferral(sent)
+    assert deferral.json["type"] == 5 and deferral.ephemeral
+    answer = bot.answer(sent)
+
+    assert len(answer.uploads) == 2
+    assert not bot.discord.visible(sent.token)
+    assert not any(token == sent.token for _, token, _ in bot.discord.public_log)
+    assert not bot.discord.channel_saw("a secret garden")
+    [result] = bot.discord.private(sent.token)
+    assert result["flags"] & EPHEMERAL and len(result["attachments"]) == 2
+    generation = bot.wait_for(lambda: Generation.objects.filter(status=Generation.Status.SUCCEEDED).first())
+    assert generation.private
+    # An ephemeral message is the member's alone: no Delete; Regenerate stays (and stays private).
+    assert [button["custom_id"] for button in answer.buttons] == [f"regenerate:{generation.pk}"]
+    assert account_balance(discord_user_id=user) == 1
+    assert_audit_clean()
+
+
+def test_private_edit_with_a_bad_picture_is_refused_privately(bot, cdn, member, fund, assert_audit_clean):
+    user = member()
+    fund(user, 3)
+
+    sent = bot.command(
+        "edit", user=user, prompt="secret", private=True, image=attach(cdn, "x/n.txt", b"text", "text/plain")
+    )
+    answer = bot.answer(sent)
+
+    assert "Nothing was charged" in answer.content and answer.ephemeral
+    assert not any(token == sent.token for _, token, _ in bot.discord.public_log)
+    assert not Generation.objects.exists() and account_balance(discord_user_id=user) == 3
+    assert_audit_clean()
