@@ -43,9 +43,11 @@ from discordbot.services import (
     generation_reserve_again,
     generation_start,
     generation_succeed,
+    generation_variation_source,
 )
 from discordbot.views import buy_view, image_view
 from vouchers.errors import InsufficientCredits, VoucherError
+from vouchers.pricing import image_unit_cost
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,14 @@ class Request:
     private: bool = False
     attachments: tuple[Any, ...] = ()  # discord.Attachment (or alike) to read before anything is charged
     markup: Any = None
+
+
+def variation_cost(size: str, quality: str) -> int | None:
+    """What the Vary button charges (None: a variation at this size and quality is not on offer)."""
+    try:
+        return image_unit_cost(operation="variation", size=size, quality=quality)
+    except ValueError:
+        return None
 
 
 def check_timeouts_fit() -> None:
@@ -183,6 +193,36 @@ class GenerationPipeline:
         """Every operation (generate, edit, variation) goes through here: read the pictures, check the job against
         the model and price it, all before anything is charged; then the one reserve-queue-make-deliver path."""
         await self._run(interaction, generation_reserve, request=request)
+
+    async def vary(self, interaction: discord.Interaction, *, source_id: int) -> None:
+        """The Vary button: an edit of the result with its own prompt and options. The picture is read from the
+        message the button is on (Discord sends it, with a fresh CDN link, in the click's payload), so nothing is
+        stored on our side and a variation works after any restart for as long as the message exists."""
+        try:
+            source = await run_service(
+                generation_variation_source, source_id=source_id, discord_user_id=interaction.user.id
+            )
+        except BotError as exc:
+            await send_private(interaction, exc.message)
+            return
+        message = interaction.message
+        picture = next(
+            (a for a in (message.attachments if message else []) if a.filename == image_filename(source_id)), None
+        )
+        if picture is None:
+            await send_private(interaction, "That image is no longer on its message, so it cannot be varied.")
+            return
+        await self.request(
+            interaction,
+            Request(
+                operation="variation",
+                prompt=source.prompt,
+                size=source.size,
+                quality=source.quality,
+                private=source.private,
+                attachments=(picture,),
+            ),
+        )
 
     async def regenerate(self, interaction: discord.Interaction, *, source_id: int) -> None:
         await self._run(interaction, generation_reserve_again, request=None, source_id=source_id)
@@ -536,6 +576,7 @@ class GenerationPipeline:
                     view=image_view(
                         generation_id,
                         cost=reservation.cost,
+                        vary_cost=variation_cost(reservation.size, reservation.quality),
                         regenerate=reservation.operation == "generate",
                         delete=not reservation.private,
                     ),

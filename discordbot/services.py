@@ -207,6 +207,29 @@ def generation_reserve_again(
     )
 
 
+@dataclass(frozen=True)
+class VariationSource:
+    """A delivered result a member may vary: its prompt and options (the picture itself is on its message)."""
+
+    prompt: str
+    size: str
+    quality: str
+    private: bool
+
+
+def generation_variation_source(*, source_id: int, discord_user_id: int) -> VariationSource:
+    """The Vary button: what the variation of a delivered result starts from. Only its requester may vary it."""
+    source = Generation.objects.filter(pk=source_id).select_related("account").first()
+    if source is None or source.status != Generation.Status.SUCCEEDED:
+        raise GenerationError("That image can no longer be varied.", reason="not_found")
+    if source.account.discord_user_id != discord_user_id:
+        raise GenerationError(
+            "Only the member who asked for this image can vary it. Use /edit with your own picture.",
+            reason="not_owner",
+        )
+    return VariationSource(prompt=source.prompt, size=source.size, quality=source.quality, private=source.private)
+
+
 def generation_start(*, generation_id: int) -> bool:
     """Queued -> running. False when it is no longer queued (the sweep refunded it): do not generate then."""
     return bool(

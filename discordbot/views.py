@@ -7,7 +7,7 @@ import discord
 from django.conf import settings
 
 from discordbot.bridge import run_service
-from discordbot.replies import report_error, send_private
+from discordbot.replies import plural, report_error, send_private
 from discordbot.services import generation_owner_id
 from storefront.tokens import buy_token_make, discord_name_label
 
@@ -36,6 +36,33 @@ class RegenerateButton(
         """Spend credits again on the same prompt and options; the new image comes as a new message."""
         try:
             await interaction.client.pipeline.regenerate(interaction, source_id=self.generation_id)
+        except Exception as exc:
+            await report_error(interaction, exc)
+
+
+class VaryButton(discord.ui.DynamicItem[discord.ui.Button], template=r"vary:(?P<generation_id>[0-9]{1,19})"):
+    """An edit of this result with the same prompt and options, read from the message the button is on."""
+
+    def __init__(self, generation_id: int, *, label: str = "Vary") -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=label,
+                emoji="\N{ARTIST PALETTE}",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"vary:{generation_id}",
+            )
+        )
+        self.generation_id = generation_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: Any, /
+    ) -> "VaryButton":
+        return cls(int(match["generation_id"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        try:
+            await interaction.client.pipeline.vary(interaction, source_id=self.generation_id)
         except Exception as exc:
             await report_error(interaction, exc)
 
@@ -73,13 +100,21 @@ class DeleteButton(discord.ui.DynamicItem[discord.ui.Button], template=r"delete:
             await report_error(interaction, exc)
 
 
-def image_view(generation_id: int, *, cost: int, regenerate: bool = True, delete: bool = True) -> discord.ui.View:
+def cost_label(verb: str, cost: int) -> str:
+    return f"{verb} ({plural(cost)})"
+
+
+def image_view(
+    generation_id: int, *, cost: int, vary_cost: int | None = None, regenerate: bool = True, delete: bool = True
+) -> discord.ui.View:
     """The buttons under a result. `cost` is what Regenerate charges (the whole request again). An edit's
     pictures are not kept, so only prompt-only results offer Regenerate; an ephemeral result needs no Delete."""
     view = discord.ui.View(timeout=None)
     if regenerate:
         label = "Regenerate" if cost == 1 else f"Regenerate ({cost} credits)"
         view.add_item(RegenerateButton(generation_id, label=label))
+    if vary_cost is not None:
+        view.add_item(VaryButton(generation_id, label=cost_label("Vary", vary_cost)))
     if delete:
         view.add_item(DeleteButton(generation_id))
     return view

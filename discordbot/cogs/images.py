@@ -13,7 +13,7 @@ from discordbot.bot import ImageCreditsBot
 from discordbot.pipeline import Request
 from discordbot.prices import quality_choice_names, size_choice_names
 from discordbot.services import MAX_PROMPT_LENGTH
-from discordbot.views import DeleteButton, RegenerateButton
+from discordbot.views import DeleteButton, RegenerateButton, VaryButton
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +30,14 @@ class Images(commands.Cog):
         self.bot = bot
 
     async def cog_load(self) -> None:
-        self.bot.add_dynamic_items(RegenerateButton, DeleteButton)
+        self.bot.add_dynamic_items(RegenerateButton, VaryButton, DeleteButton)
         if self.bot.sweep:
             self.sweep.change_interval(seconds=settings.GENERATION_SWEEP_INTERVAL_SECONDS)
             self.sweep.start()
 
     async def cog_unload(self) -> None:
         self.sweep.cancel()
-        self.bot.remove_dynamic_items(RegenerateButton, DeleteButton)
+        self.bot.remove_dynamic_items(RegenerateButton, VaryButton, DeleteButton)
 
     @app_commands.command(name="generate")
     @app_commands.describe(

@@ -229,6 +229,8 @@ class FakeDiscord:
         self.token_lifetime = TOKEN_LIFETIME_SECONDS
         self.initial_response_seconds = INITIAL_RESPONSE_SECONDS
         self.webhook_rate = WEBHOOK_RATE
+        self.cdn_files: dict[str, Upload] = {}  # attachment id -> the file a message carries
+        self.cdn_requests: list[str] = []
         self.attachment_size_limit = 10 * 1024 * 1024  # sent in each interaction payload, and enforced
         self.rate_limited = 0  # 429s answered
         self._webhook_hits: dict[str, list[float]] = {}
@@ -245,6 +247,7 @@ class FakeDiscord:
         self._changed = asyncio.Event()
         app = web.Application(client_max_size=64 * 1024 * 1024)  # attachments are multipart bodies of MiBs
         app.router.add_get("/gateway-ws", self._gateway)
+        app.router.add_get("/attachments/{id}/{filename}", self._cdn)
         app.router.add_route("*", API_PREFIX + "/{tail:.*}", self._rest)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
@@ -539,6 +542,15 @@ class FakeDiscord:
         ("GET", r"/webhooks/(?P<app>\d+)/(?P<token>[^/]+)/messages/(?P<message>[^/]+)", "get_message"),
         ("GET", r"/channels/(?P<channel>\d+)/messages/(?P<message>\d+)", "channel_message"),
     ]
+
+    async def _cdn(self, request: web.Request) -> web.Response:
+        upload = self.cdn_files.get(request.match_info["id"])
+        self.cdn_requests.append(request.path)
+        if upload is None or upload.filename != request.match_info["filename"]:
+            return web.Response(status=404, text="Not Found")
+        return web.Response(
+            body=upload.data, headers={"Content-Type": "image/png" if upload.is_png else upload.content_type}
+        )
 
     async def _rest(self, request: web.Request) -> web.Response:
         path = request.path[len(API_PREFIX) :]
@@ -877,17 +889,23 @@ class FakeDiscord:
             if key in body and body[key] is not None:
                 message[key] = body[key]
         if "attachments" in body or uploads:
-            message["attachments"] = [
-                {
-                    "id": str(next(self._ids)),
-                    "filename": upload.filename,
-                    "size": len(upload.data),
-                    "url": f"https://cdn.fake/{upload.filename}",
-                    "proxy_url": f"https://media.fake/{upload.filename}",
-                    "content_type": upload.content_type,
-                }
-                for upload in uploads
-            ]
+            message["attachments"] = []
+            for upload in uploads:
+                # Served by this fake at /attachments/..., standing in for Discord's CDN (cdn.discordapp.com).
+                attachment_id = str(next(self._ids))
+                url = f"http://127.0.0.1:{self.port}/attachments/{attachment_id}/{upload.filename}"
+                self.cdn_files[attachment_id] = upload
+                message["attachments"].append(
+                    {
+                        "id": attachment_id,
+                        "filename": upload.filename,
+                        "size": len(upload.data),
+                        "url": url,
+                        "proxy_url": url,
+                        # Discord names the type from the file itself, not from the multipart part's header.
+                        "content_type": "image/png" if upload.is_png else upload.content_type,
+                    }
+                )
         message["edited_timestamp"] = datetime.now(UTC).isoformat()
 
 

@@ -151,8 +151,8 @@ def test_edit_one_picture_sends_it_to_the_service_and_posts_the_result(
     generation = bot.wait_for(lambda: Generation.objects.filter(status=Generation.Status.SUCCEEDED).first())
     assert (generation.operation, generation.cost) == ("edit", unit)
     assert account_balance(discord_user_id=user) == 5 - unit
-    # An edit's pictures are not kept, so it offers no Regenerate; Delete stays.
-    assert [button["custom_id"] for button in answer.buttons] == [f"delete:{generation.pk}"]
+    # An edit's pictures are not kept, so it offers no Regenerate; Vary (from the message) and Delete stay.
+    assert [button["custom_id"] for button in answer.buttons] == [f"vary:{generation.pk}", f"delete:{generation.pk}"]
     assert_audit_clean()
 
 
@@ -261,8 +261,8 @@ def test_private_generate_is_sent_ephemerally_and_the_channel_sees_nothing(bot, 
     assert result["flags"] & EPHEMERAL and len(result["attachments"]) == 2
     generation = bot.wait_for(lambda: Generation.objects.filter(status=Generation.Status.SUCCEEDED).first())
     assert generation.private
-    # An ephemeral message is the member's alone: no Delete; Regenerate stays (and stays private).
-    assert [button["custom_id"] for button in answer.buttons] == [f"regenerate:{generation.pk}"]
+    # An ephemeral message is the member's alone: no Delete; Regenerate and Vary stay (and stay private).
+    assert [b["custom_id"] for b in answer.buttons] == [f"regenerate:{generation.pk}", f"vary:{generation.pk}"]
     assert account_balance(discord_user_id=user) == 1
     assert_audit_clean()
 
@@ -279,4 +279,44 @@ def test_private_edit_with_a_bad_picture_is_refused_privately(bot, cdn, member, 
     assert "Nothing was charged" in answer.content and answer.ephemeral
     assert not any(token == sent.token for _, token, _ in bot.discord.public_log)
     assert not Generation.objects.exists() and account_balance(discord_user_id=user) == 3
+    assert_audit_clean()
+
+
+# --- Vary ------------------------------------------------------------------------------------------------------
+
+
+def test_vary_edits_the_result_from_its_message_with_the_same_prompt_and_is_for_the_requester_only(
+    bot, member, fund, settings, assert_audit_clean
+):
+    settings.DISCORD_CDN_HOSTS = ["127.0.0.1"]  # the fake Discord serves its messages' attachments
+    user, other = member(), member()
+    fund(user, 10)
+    fund(other, 10)
+    first = bot.command("generate", user=user, prompt="a lighthouse at dusk", size="1536x1024")
+    answer = bot.answer(first)
+    source = bot.wait_for(lambda: Generation.objects.filter(status=Generation.Status.SUCCEEDED).first())
+    vary = next(b for b in answer.buttons if b["custom_id"] == f"vary:{source.pk}")
+    unit = settings.GENERATION_COSTS["1536x1024"]["medium"] + settings.IMAGE_OPERATION_SURCHARGES["variation"]
+    assert vary["label"] == f"Vary ({unit} credits)"
+    message_id = bot.discord.originals[first.token]
+
+    refused = bot.click(vary["custom_id"], user=other, message_id=message_id)
+    refusal = bot.answer(refused)
+    assert refusal.ephemeral and "Only the member who asked for this image can vary it" in refusal.content
+    assert account_balance(discord_user_id=other) == 10 and len(bot.openai.requests) == 1
+
+    click = bot.click(vary["custom_id"], user=user, message_id=message_id)
+    result = bot.answer(click)
+
+    assert len(result.uploads) == 1 and result.uploads[0].is_png, result.content
+    variation = bot.wait_for(
+        lambda: Generation.objects.filter(operation="variation", status=Generation.Status.SUCCEEDED).first()
+    )
+    request = bot.openai.requests[-1]
+    assert request.endpoint == "edits" and request.body["prompt"] == "a lighthouse at dusk"
+    assert request.body["size"] == "1536x1024"
+    assert [image.data for image in request.images] == [answer.uploads[0].data]  # the posted image itself
+    assert any(path.endswith(f"/image-{source.pk}.png") for path in bot.discord.cdn_requests)
+    assert variation.cost == unit
+    assert account_balance(discord_user_id=user) == 10 - 2 - unit
     assert_audit_clean()
