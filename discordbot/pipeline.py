@@ -31,7 +31,7 @@ from django.db import DatabaseError
 from discordbot.attachments import attachments_read
 from discordbot.bridge import run_service
 from discordbot.errors import BotError, GenerationError
-from discordbot.images import ImageBackend, ImageBatch, ImageJob, InputImage, safety_identifier
+from discordbot.images import ImageBackend, ImageBatch, ImageJob, InputImage, Preview, safety_identifier
 from discordbot.queue import GenerationQueue, QueueTimeout
 from discordbot.replies import PUBLIC_MESSAGE, UNEXPECTED, PublicMessage, plural, send_private
 from discordbot.services import (
@@ -504,6 +504,7 @@ class GenerationPipeline:
                 # No transaction is open here: each service call above committed on its own.
                 try:
                     async with asyncio.timeout(self.timeout):
+                        partials = settings.IMAGE_PREVIEW_PARTIALS
                         return await self.backend.render(
                             ImageJob(
                                 operation=reservation.operation,
@@ -514,12 +515,37 @@ class GenerationPipeline:
                                 count=reservation.count,
                                 images=images,
                                 markup=markup,
-                            )
+                                partial_images=partials,
+                            ),
+                            on_preview=self._previewer(reservation, public) if partials else None,
                         )
                 except TimeoutError:
                     raise GenerationError("The image service took too long to answer.", reason="timeout") from None
         except QueueTimeout:
             raise GenerationError("The line is too long right now. Please try again later.", "queue_timeout") from None
+
+    def _previewer(self, reservation: Reservation, public: PublicMessage) -> Callable[[Preview], Awaitable[None]]:
+        """Show partial images in the request's message as they arrive: at most one edit per
+        IMAGE_PREVIEW_INTERVAL_SECONDS (Discord rate-limits edits of a message; a preview arriving sooner is
+        dropped, the next one or the final image follows). A preview is never named like a result image, so
+        asking Discord whether the result arrived cannot mistake one for it."""
+        interval = settings.IMAGE_PREVIEW_INTERVAL_SECONDS
+        last_edit = -interval
+        generation_id = reservation.generation_id
+
+        async def show(preview: Preview) -> None:
+            nonlocal last_edit
+            now = asyncio.get_running_loop().time()
+            if now - last_edit < interval:
+                return
+            last_edit = now
+            which = f" {preview.image_index + 1} of {reservation.count}" if reservation.count > 1 else ""
+            await public.edit(
+                content=f"\N{ARTIST PALETTE} Making your image{which}... (preview {preview.partial_index + 1})",
+                attachments=[discord.File(io.BytesIO(preview.png), filename=f"preview-{generation_id}.png")],
+            )
+
+        return show
 
     async def _deliver(
         self, interaction: discord.Interaction, reservation: Reservation, public: PublicMessage, pngs: list[bytes]

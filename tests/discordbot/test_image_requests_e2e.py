@@ -320,3 +320,59 @@ def test_vary_edits_the_result_from_its_message_with_the_same_prompt_and_is_for_
     assert variation.cost == unit
     assert account_balance(discord_user_id=user) == 10 - 2 - unit
     assert_audit_clean()
+
+
+# --- live previews ---------------------------------------------------------------------------------------------
+
+
+def preview_edits(bot, sent) -> list:
+    return [
+        call
+        for call in bot.calls(sent)
+        if call.route == "edit_message" and call.uploads and call.uploads[0].filename.startswith("preview-")
+    ]
+
+
+def test_previews_are_edited_into_the_message_then_replaced_by_the_image(
+    bot, member, fund, settings, assert_audit_clean
+):
+    settings.IMAGE_PREVIEW_PARTIALS = 2
+    settings.IMAGE_PREVIEW_INTERVAL_SECONDS = 0.2
+    bot.openai.delay = 1.5  # the fake spreads it over the stream: a partial image every 0.5 s
+    user = member()
+    fund(user, 3)
+
+    sent = bot.command("generate", user=user, prompt="a slow sunrise")
+    answer = bot.answer(sent, timeout=20)
+
+    generation = bot.wait_for(lambda: Generation.objects.filter(status=Generation.Status.SUCCEEDED).first())
+    previews = preview_edits(bot, sent)
+    assert [call.content for call in previews] == [
+        "\N{ARTIST PALETTE} Making your image... (preview 1)",
+        "\N{ARTIST PALETTE} Making your image... (preview 2)",
+    ]
+    assert all(call.uploads[0].is_png and call.message_id == "@original" for call in previews)
+    assert previews[-1].at <= answer.at
+    assert [upload.filename for upload in answer.uploads] == [f"image-{generation.pk}.png"]
+    final = bot.discord.messages[bot.discord.originals[sent.token]]
+    assert [a["filename"] for a in final["attachments"]] == [f"image-{generation.pk}.png"]  # previews replaced
+    [request] = bot.openai.requests
+    assert request.body["stream"] and request.body["partial_images"] == 2
+    assert account_balance(discord_user_id=user) == 2
+    assert_audit_clean()
+
+
+def test_previews_arriving_faster_than_the_edit_interval_are_dropped(bot, member, fund, settings, assert_audit_clean):
+    settings.IMAGE_PREVIEW_PARTIALS = 3
+    settings.IMAGE_PREVIEW_INTERVAL_SECONDS = 30  # far longer than the whole request
+    bot.openai.delay = 0.8
+    user = member()
+    fund(user, 3)
+
+    sent = bot.command("generate", user=user, prompt="a quick sketch")
+    answer = bot.answer(sent, timeout=20)
+
+    assert len(preview_edits(bot, sent)) == 1  # the first preview only: one edit per interval
+    assert len(answer.uploads) == 1 and answer.uploads[0].filename.startswith("image-")
+    bot.wait_for(lambda: Generation.objects.filter(status=Generation.Status.SUCCEEDED).exists())
+    assert_audit_clean()
