@@ -103,3 +103,26 @@ class BotProcess(models.Model):
 
     def __str__(self) -> str:
         return f"{self.identity} ({'active' if self.active else 'stand-by'})"
+
+
+class MemberSettings(models.Model):
+    """A member's defaults for image requests (/settings), used for each option a request leaves out.
+    Blank (or null) means "the bot's default"."""
+
+    discord_user_id = models.BigIntegerField(unique=True)
+    size = models.CharField(max_length=16, blank=True)
+    quality = models.CharField(max_length=16, blank=True)
+    count = models.PositiveSmallIntegerField(null=True, blank=True)
+    private = models.BooleanField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "member settings"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(count__isnull=True) | (Q(count__gte=1) & Q(count__lte=10)), name="member_settings_count"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Settings of {self.discord_user_id}"

@@ -19,7 +19,7 @@ import io
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -35,6 +35,7 @@ from discordbot.images import ImageBackend, ImageBatch, ImageJob, InputImage, Pr
 from discordbot.queue import GenerationQueue, QueueTimeout
 from discordbot.replies import PUBLIC_MESSAGE, UNEXPECTED, PublicMessage, plural, send_private
 from discordbot.services import (
+    RequestDefaults,
     Reservation,
     generation_deliver_begin,
     generation_fail_and_refund,
@@ -44,6 +45,7 @@ from discordbot.services import (
     generation_start,
     generation_succeed,
     generation_variation_source,
+    member_settings_get,
 )
 from discordbot.views import buy_view, image_view
 from vouchers.errors import InsufficientCredits, VoucherError
@@ -85,8 +87,8 @@ class Request:
     prompt: str = ""
     size: str | None = None
     quality: str | None = None
-    count: int = 1
-    private: bool = False
+    count: int | None = None  # None: the member's /settings default, else 1
+    private: bool | None = None  # None: the member's /settings default, else public
     attachments: tuple[Any, ...] = ()  # discord.Attachment (or alike) to read before anything is charged
     markup: Any = None
 
@@ -191,7 +193,21 @@ class GenerationPipeline:
 
     async def request(self, interaction: discord.Interaction, request: Request) -> None:
         """Every operation (generate, edit, variation) goes through here: read the pictures, check the job against
-        the model and price it, all before anything is charged; then the one reserve-queue-make-deliver path."""
+        the model and price it, all before anything is charged; then the one reserve-queue-make-deliver path.
+        Options the member left out take their /settings defaults."""
+        if None in (request.size, request.quality, request.count, request.private):
+            try:
+                defaults = await run_service(member_settings_get, discord_user_id=interaction.user.id)
+            except DatabaseError:
+                log.warning("Could not read the settings of user %s; using the bot's defaults", interaction.user.id)
+                defaults = RequestDefaults()
+            request = replace(
+                request,
+                size=request.size or defaults.size,
+                quality=request.quality or defaults.quality,
+                count=request.count if request.count is not None else (defaults.count or 1),
+                private=request.private if request.private is not None else bool(defaults.private),
+            )
         await self._run(interaction, generation_reserve, request=request)
 
     async def vary(self, interaction: discord.Interaction, *, source_id: int) -> None:
@@ -219,6 +235,7 @@ class GenerationPipeline:
                 prompt=source.prompt,
                 size=source.size,
                 quality=source.quality,
+                count=1,
                 private=source.private,
                 attachments=(picture,),
             ),

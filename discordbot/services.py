@@ -31,7 +31,7 @@ from django.db.models import Exists, Q
 from django.utils import timezone
 
 from discordbot.errors import GenerationError, RedeemRateLimited
-from discordbot.models import BotProcess, Generation
+from discordbot.models import BotProcess, Generation, MemberSettings
 from discordbot.replies import plural
 from vouchers.errors import InsufficientCredits, VoucherError
 from vouchers.models import CreditAccount, LedgerEntry
@@ -228,6 +228,53 @@ def generation_variation_source(*, source_id: int, discord_user_id: int) -> Vari
             reason="not_owner",
         )
     return VariationSource(prompt=source.prompt, size=source.size, quality=source.quality, private=source.private)
+
+
+@dataclass(frozen=True)
+class RequestDefaults:
+    """A member's /settings: None where they have not chosen (the bot's default then applies)."""
+
+    size: str | None = None
+    quality: str | None = None
+    count: int | None = None
+    private: bool | None = None
+
+
+def member_settings_get(*, discord_user_id: int) -> RequestDefaults:
+    row = MemberSettings.objects.filter(discord_user_id=discord_user_id).first()
+    if row is None:
+        return RequestDefaults()
+    return RequestDefaults(size=row.size or None, quality=row.quality or None, count=row.count, private=row.private)
+
+
+def member_settings_set(
+    *,
+    discord_user_id: int,
+    size: str | None = None,
+    quality: str | None = None,
+    count: int | None = None,
+    private: bool | None = None,
+) -> RequestDefaults:
+    """/settings: store the options given (others keep their stored value). Each is checked against what is on
+    offer, so a stored default can always be priced (GenerationError otherwise, nothing written)."""
+    current = member_settings_get(discord_user_id=discord_user_id)
+    merged = RequestDefaults(
+        size=size or current.size,
+        quality=quality or current.quality,
+        count=count if count is not None else current.count,
+        private=private if private is not None else current.private,
+    )
+    generation_price(size=merged.size, quality=merged.quality, count=merged.count or 1)
+    MemberSettings.objects.update_or_create(
+        discord_user_id=discord_user_id,
+        defaults={
+            "size": merged.size or "",
+            "quality": merged.quality or "",
+            "count": merged.count,
+            "private": merged.private,
+        },
+    )
+    return merged
 
 
 def generation_start(*, generation_id: int) -> bool:

@@ -376,3 +376,39 @@ def test_previews_arriving_faster_than_the_edit_interval_are_dropped(bot, member
     assert len(answer.uploads) == 1 and answer.uploads[0].filename.startswith("image-")
     bot.wait_for(lambda: Generation.objects.filter(status=Generation.Status.SUCCEEDED).exists())
     assert_audit_clean()
+
+
+# --- /settings -------------------------------------------------------------------------------------------------
+
+
+def test_settings_are_stored_privately_and_fill_in_what_a_request_leaves_out(bot, member, fund, assert_audit_clean):
+    user = member()
+    fund(user, 20)
+
+    saved = bot.answer(bot.command("settings", user=user, quality="high", count=2, private=True))
+    assert saved.route == "callback" and saved.ephemeral
+    assert "Saved" in saved.content and "quality: High" in saved.content and "count: 2" in saved.content
+    assert "private" in saved.content
+    shown = bot.answer(bot.command("settings", user=user))
+    assert shown.ephemeral and "count: 2" in shown.content
+
+    # Omitted options take the stored defaults: 2 high-quality images, sent privately (3 credits each).
+    sent = bot.command("generate", user=user, prompt="my defaults")
+    answer = bot.answer(sent)
+    assert len(answer.uploads) == 2 and not bot.discord.visible(sent.token)
+    assert bot.openai.requests[-1].body["quality"] == "high" and bot.openai.requests[-1].body["n"] == 2
+    assert account_balance(discord_user_id=user) == 20 - 6
+
+    # An option given in the command wins over the stored default.
+    sent = bot.command("generate", user=user, prompt="just one, in public", count=1, private=False, quality="low")
+    answer = bot.answer(sent)
+    assert len(answer.uploads) == 1 and bot.discord.visible(sent.token)
+    assert account_balance(discord_user_id=user) == 20 - 6 - 1
+
+    # Another member's requests are untouched by these settings.
+    other = member()
+    fund(other, 1)
+    assert len(bot.answer(bot.command("generate", user=other, prompt="plain")).uploads) == 1
+    assert bot.openai.requests[-1].body["quality"] == "medium" and bot.openai.requests[-1].body["n"] == 1
+    bot.wait_for(lambda: Generation.objects.filter(status=Generation.Status.SUCCEEDED).count() == 3)
+    assert_audit_clean()
