@@ -241,8 +241,9 @@ class GenerationPipeline:
             ),
         )
 
-    async def regenerate(self, interaction: discord.Interaction, *, source_id: int) -> None:
-        await self._run(interaction, generation_reserve_again, request=None, source_id=source_id)
+    async def regenerate(self, interaction: discord.Interaction, *, source_id: int, prompt: str | None = None) -> None:
+        """Regenerate (same prompt) or the Edit button's modal (a new prompt): the source's options, charged anew."""
+        await self._run(interaction, generation_reserve_again, request=None, source_id=source_id, prompt=prompt)
 
     async def close(self, *, grace: float = 0.0) -> None:
         """Stop, settling every request: those in line are refunded (and told) at once; images being made get

@@ -174,13 +174,15 @@ def generation_reserve_again(
     *,
     source_id: int,
     discord_user_id: int,
+    prompt: str | None = None,
     model: str = "",
     owner: str = "",
     interaction_id: int | None = None,
     guild_id: int | None = None,
     channel_id: int | None = None,
 ) -> Reservation:
-    """The Regenerate button: a new, separately charged generation with the same prompt and options."""
+    """The Regenerate button (and the Edit button's modal, with a new `prompt`): a new, separately charged
+    generation with the same options, and the same prompt unless one is given."""
     source = Generation.objects.filter(pk=source_id).select_related("account").first()
     if source is None:
         raise GenerationError("That image can no longer be regenerated.", reason="not_found")
@@ -194,7 +196,7 @@ def generation_reserve_again(
         raise GenerationError("Only images made from a prompt alone can be regenerated.", reason="invalid_options")
     return generation_reserve(
         discord_user_id=discord_user_id,
-        prompt=source.prompt,
+        prompt=source.prompt if prompt is None else prompt,
         size=source.size,
         quality=source.quality,
         count=source.count,
@@ -284,6 +286,20 @@ def generation_start(*, generation_id: int) -> bool:
             status=Generation.Status.RUNNING, started_at=timezone.now()
         )
     )
+
+
+def generation_prompt_for_owner(*, generation_id: int, discord_user_id: int) -> str:
+    """The Edit button: the prompt the member will change. Only the requester may rerun a result."""
+    row = (
+        Generation.objects.filter(pk=generation_id, operation="generate")
+        .values_list("prompt", "account__discord_user_id")
+        .first()
+    )
+    if row is None:
+        raise GenerationError("That image can no longer be changed.", reason="not_found")
+    if row[1] != discord_user_id:
+        raise GenerationError("Only the member who asked for this image can change it.", reason="not_owner")
+    return row[0]
 
 
 def generation_owner_id(*, generation_id: int) -> int | None:

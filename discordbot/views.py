@@ -8,7 +8,7 @@ from django.conf import settings
 
 from discordbot.bridge import run_service
 from discordbot.replies import plural, report_error, send_private
-from discordbot.services import generation_owner_id
+from discordbot.services import MAX_PROMPT_LENGTH, generation_owner_id, generation_prompt_for_owner
 from storefront.tokens import buy_token_make, discord_name_label
 
 
@@ -67,6 +67,63 @@ class VaryButton(discord.ui.DynamicItem[discord.ui.Button], template=r"vary:(?P<
             await report_error(interaction, exc)
 
 
+class PromptModal(discord.ui.Modal):
+    """The Edit button's form: the prompt, prefilled, to change and rerun. Lives in this process only (a modal
+    opened before a restart cannot be submitted after it; Discord then says the interaction failed, nothing is
+    charged)."""
+
+    def __init__(self, generation_id: int, prompt: str) -> None:
+        super().__init__(title="Change the prompt", timeout=600, custom_id=f"prompt-modal:{generation_id}")
+        self.generation_id = generation_id
+        self.prompt = discord.ui.TextInput(
+            label="Prompt",
+            style=discord.TextStyle.paragraph,
+            default=prompt[:MAX_PROMPT_LENGTH],
+            min_length=1,
+            max_length=MAX_PROMPT_LENGTH,
+            custom_id="prompt",
+        )
+        self.add_item(self.prompt)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        try:
+            await interaction.client.pipeline.regenerate(
+                interaction, source_id=self.generation_id, prompt=self.prompt.value
+            )
+        except Exception as exc:
+            await report_error(interaction, exc)
+
+
+class EditButton(discord.ui.DynamicItem[discord.ui.Button], template=r"editprompt:(?P<generation_id>[0-9]{1,19})"):
+    """Opens a form to change the prompt, then makes the result again with the new prompt (charged anew)."""
+
+    def __init__(self, generation_id: int, *, label: str = "Edit") -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=label,
+                emoji="\N{PENCIL}",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"editprompt:{generation_id}",
+            )
+        )
+        self.generation_id = generation_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: Any, /
+    ) -> "EditButton":
+        return cls(int(match["generation_id"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        try:
+            prompt = await run_service(
+                generation_prompt_for_owner, generation_id=self.generation_id, discord_user_id=interaction.user.id
+            )
+            await interaction.response.send_modal(PromptModal(self.generation_id, prompt))
+        except Exception as exc:
+            await report_error(interaction, exc)
+
+
 class DeleteButton(discord.ui.DynamicItem[discord.ui.Button], template=r"delete:(?P<generation_id>[0-9]{1,19})"):
     """Lets the member who asked for an image remove its post from the channel (the credit stays spent)."""
 
@@ -113,6 +170,7 @@ def image_view(
     if regenerate:
         label = "Regenerate" if cost == 1 else f"Regenerate ({cost} credits)"
         view.add_item(RegenerateButton(generation_id, label=label))
+        view.add_item(EditButton(generation_id, label=cost_label("Edit", cost)))
     if vary_cost is not None:
         view.add_item(VaryButton(generation_id, label=cost_label("Vary", vary_cost)))
     if delete:

@@ -15,7 +15,7 @@ from discordbot.pipeline import Request
 from discordbot.prices import quality_choice_names, size_choice_names, size_name
 from discordbot.replies import send_private
 from discordbot.services import MAX_PROMPT_LENGTH, member_settings_get, member_settings_set
-from discordbot.views import DeleteButton, RegenerateButton, VaryButton
+from discordbot.views import DeleteButton, EditButton, RegenerateButton, VaryButton
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +32,14 @@ class Images(commands.Cog):
         self.bot = bot
 
     async def cog_load(self) -> None:
-        self.bot.add_dynamic_items(RegenerateButton, VaryButton, DeleteButton)
+        self.bot.add_dynamic_items(RegenerateButton, EditButton, VaryButton, DeleteButton)
         if self.bot.sweep:
             self.sweep.change_interval(seconds=settings.GENERATION_SWEEP_INTERVAL_SECONDS)
             self.sweep.start()
 
     async def cog_unload(self) -> None:
         self.sweep.cancel()
-        self.bot.remove_dynamic_items(RegenerateButton, VaryButton, DeleteButton)
+        self.bot.remove_dynamic_items(RegenerateButton, EditButton, VaryButton, DeleteButton)
 
     @app_commands.command(name="generate")
     @app_commands.describe(

@@ -46,6 +46,8 @@ CHANNEL_MESSAGE = 4
 DEFERRED_CHANNEL_MESSAGE = 5
 DEFERRED_UPDATE_MESSAGE = 6
 UPDATE_MESSAGE = 7
+MODAL = 9
+MODAL_SUBMIT = 5  # interaction type
 
 INITIAL_RESPONSE_SECONDS = 3.0
 TOKEN_LIFETIME_SECONDS = 15 * 60
@@ -229,6 +231,7 @@ class FakeDiscord:
         self.token_lifetime = TOKEN_LIFETIME_SECONDS
         self.initial_response_seconds = INITIAL_RESPONSE_SECONDS
         self.webhook_rate = WEBHOOK_RATE
+        self.modals: dict[str, dict] = {}  # token of the interaction a modal answered -> the modal
         self.cdn_files: dict[str, Upload] = {}  # attachment id -> the file a message carries
         self.cdn_requests: list[str] = []
         self.attachment_size_limit = 10 * 1024 * 1024  # sent in each interaction payload, and enforced
@@ -473,6 +476,24 @@ class FakeDiscord:
         data = {"custom_id": custom_id, "component_type": 2}
         payload, token = self._interaction_base(user_id=user_id, kind=3, data=data, in_guild=True)
         payload["message"] = self.messages[message_id]
+        return await self._push_interaction(payload, token, user_id)
+
+    async def submit_modal(self, *, user_id: int, opened_by: str, values: dict[str, str]) -> Sent:
+        """Submit the modal the bot opened in answer to interaction `opened_by` (a token), with these values for
+        its text inputs, as Discord sends it (INTERACTION_CREATE, type 5)."""
+        modal = self.modals[opened_by]
+        rows = []
+        for row in modal["components"]:
+            for item in row.get("components") or [row.get("component")]:
+                custom_id = item["custom_id"]
+                rows.append(
+                    {"type": 1, "components": [{"type": 4, "custom_id": custom_id, "value": values[custom_id]}]}
+                )
+        data = {"custom_id": modal["custom_id"], "components": rows}
+        payload, token = self._interaction_base(user_id=user_id, kind=MODAL_SUBMIT, data=data, in_guild=True)
+        opener = self._sent_for(opened_by)
+        if opener is not None and "message" in opener.payload:
+            payload["message"] = opener.payload["message"]
         return await self._push_interaction(payload, token, user_id)
 
     async def _push_interaction(self, payload: dict, token: str, user_id: int) -> Sent:
@@ -796,6 +817,14 @@ class FakeDiscord:
             self._validate(data, call.uploads, editing=None)
         elif kind == UPDATE_MESSAGE:
             self._validate(data, call.uploads, editing=sent.payload.get("message"))
+        elif kind == MODAL:
+            # A modal answers a command or a component, never a modal submit; title <= 45, 1-5 rows.
+            if sent.payload["type"] == MODAL_SUBMIT:
+                raise Refused(400, 50035, "Invalid Form Body (a modal cannot answer a modal submit)")
+            if not 1 <= len(data.get("title") or "") <= 45 or not 1 <= len(data.get("custom_id") or "") <= 100:
+                raise Refused(400, 50035, "Invalid Form Body (modal title 1-45, custom_id 1-100)")
+            if not 1 <= len(data.get("components") or []) <= 5:
+                raise Refused(400, 50035, "Invalid Form Body (a modal has 1-5 components)")
         elif kind not in (DEFERRED_CHANNEL_MESSAGE, DEFERRED_UPDATE_MESSAGE):
             raise Refused(400, 50035, f"Invalid Form Body (callback type {kind})")
         if kind in (DEFERRED_UPDATE_MESSAGE, UPDATE_MESSAGE) and sent.payload["type"] != 3:
@@ -808,6 +837,9 @@ class FakeDiscord:
             "response_message_ephemeral": bool(flags & EPHEMERAL),
         }
         answer: dict[str, Any] = {"interaction": interaction}
+        if kind == MODAL:
+            self.modals[call.token] = data
+            return self._json(answer)
         if kind in (CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE):
             payload = data if kind == CHANNEL_MESSAGE else {"flags": flags | LOADING}
             message = self._new_message(payload, call.uploads, token=call.token, ephemeral=bool(flags & EPHEMERAL))

@@ -70,8 +70,9 @@ def test_generate_posts_a_png_with_prompt_cost_and_buttons_but_not_the_balance(
     assert_image(answer)
     assert "**Prompt:** a red fox in the snow" in answer.content
     assert "1 credit" in answer.content and "left" not in answer.content and "2 credits" not in answer.content
-    regenerate, vary, delete = answer.buttons
+    regenerate, edit, vary, delete = answer.buttons
     generation = Generation.objects.get()
+    assert edit["custom_id"] == f"editprompt:{generation.pk}" and edit["label"] == "Edit (1 credit)"
     assert vary["custom_id"] == f"vary:{generation.pk}" and vary["label"] == "Vary (2 credits)"
     assert regenerate["custom_id"] == f"regenerate:{generation.pk}" and regenerate["label"] == "Regenerate"
     assert delete["custom_id"] == f"delete:{generation.pk}"

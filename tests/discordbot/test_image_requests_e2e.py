@@ -261,8 +261,12 @@ def test_private_generate_is_sent_ephemerally_and_the_channel_sees_nothing(bot, 
     assert result["flags"] & EPHEMERAL and len(result["attachments"]) == 2
     generation = bot.wait_for(lambda: Generation.objects.filter(status=Generation.Status.SUCCEEDED).first())
     assert generation.private
-    # An ephemeral message is the member's alone: no Delete; Regenerate and Vary stay (and stay private).
-    assert [b["custom_id"] for b in answer.buttons] == [f"regenerate:{generation.pk}", f"vary:{generation.pk}"]
+    # An ephemeral message is the member's alone: no Delete; Regenerate, Edit and Vary stay (and stay private).
+    assert [b["custom_id"] for b in answer.buttons] == [
+        f"regenerate:{generation.pk}",
+        f"editprompt:{generation.pk}",
+        f"vary:{generation.pk}",
+    ]
     assert account_balance(discord_user_id=user) == 1
     assert_audit_clean()
 
@@ -411,4 +415,45 @@ def test_settings_are_stored_privately_and_fill_in_what_a_request_leaves_out(bot
     assert len(bot.answer(bot.command("generate", user=other, prompt="plain")).uploads) == 1
     assert bot.openai.requests[-1].body["quality"] == "medium" and bot.openai.requests[-1].body["n"] == 1
     bot.wait_for(lambda: Generation.objects.filter(status=Generation.Status.SUCCEEDED).count() == 3)
+    assert_audit_clean()
+
+
+# --- the Edit button's modal -----------------------------------------------------------------------------------
+
+
+def test_edit_button_opens_a_prefilled_prompt_form_and_reruns_with_the_new_prompt(
+    bot, member, fund, assert_audit_clean
+):
+    user, other = member(), member()
+    fund(user, 5)
+    fund(other, 5)
+    first = bot.command("generate", user=user, prompt="a red boat", quality="low", count=2)
+    answer = bot.answer(first)
+    source = bot.wait_for(lambda: Generation.objects.filter(status=Generation.Status.SUCCEEDED).first())
+    edit = next(b for b in answer.buttons if b["custom_id"] == f"editprompt:{source.pk}")
+    assert edit["label"] == "Edit (2 credits)"
+    message_id = bot.discord.originals[first.token]
+
+    refused = bot.click(edit["custom_id"], user=other, message_id=message_id)
+    refusal = bot.answer(refused)
+    assert refusal.ephemeral and "Only the member who asked for this image can change it" in refusal.content
+    assert refused.token not in bot.discord.modals
+
+    click = bot.click(edit["custom_id"], user=user, message_id=message_id)
+    modal = bot.wait_for(lambda: bot.discord.modals.get(click.token))
+    assert modal["title"] == "Change the prompt"
+    [text] = [item for row in modal["components"] for item in (row.get("components") or [row.get("component")])]
+    assert text["custom_id"] == "prompt" and text["value"] == "a red boat"  # prefilled with the old prompt
+    assert len(bot.openai.requests) == 1  # opening the form costs nothing
+
+    submitted = bot.run(bot.discord.submit_modal(user_id=user, opened_by=click.token, values={"prompt": "a blue boat"}))
+    result = bot.answer(submitted)
+
+    assert len(result.uploads) == 2
+    request = bot.openai.requests[-1]
+    assert request.body["prompt"] == "a blue boat" and request.body["quality"] == "low" and request.body["n"] == 2
+    bot.wait_for(lambda: Generation.objects.filter(status=Generation.Status.SUCCEEDED).count() == 2)
+    assert list(Generation.objects.order_by("pk").values_list("prompt", flat=True)) == ["a red boat", "a blue boat"]
+    assert account_balance(discord_user_id=user) == 5 - 2 - 2
+    assert account_balance(discord_user_id=other) == 5
     assert_audit_clean()
