@@ -1,9 +1,10 @@
 """The bot's contributions to `auditcredits`: every generation's credits are settled exactly once, and delivered
-means charged (invariant 11 of DESIGN.md)."""
+means charged (invariant 11 of DESIGN.md). A request for several images is charged once for all of them; if only
+some were delivered, it ends succeeded with exactly one refund of `unit cost x missing images`."""
 
 from collections import defaultdict
 
-from django.db.models import Count, Q
+from django.db.models import Count, F, Q
 
 from discordbot.models import Generation
 from vouchers.audit import Kind, audit_check
@@ -15,30 +16,43 @@ def _generations_charged_once() -> list[str]:
     """Each generation was charged exactly its cost once; refunded ones were refunded exactly once."""
     problems = []
     charges = defaultdict(list)
-    refunds = defaultdict(int)
+    refunds = defaultdict(list)
     for gen_id, kind, delta in LedgerEntry.objects.filter(generation__isnull=False).values_list(
         "generation_id", "kind", "delta"
     ):
         if kind == Kind.GENERATE:
             charges[gen_id].append(delta)
         elif kind == Kind.REFUND:
-            refunds[gen_id] += 1
-    for pk, status, cost in Generation.objects.values_list("pk", "status", "cost"):
+            refunds[gen_id].append(delta)
+    rows = Generation.objects.values_list("pk", "status", "cost", "count", "delivered_count")
+    for pk, status, cost, count, delivered in rows:
         if charges.get(pk) != [-cost]:
             problems.append(f"generation {pk}: charged {charges.get(pk, [])}, expected one charge of {cost}")
-        refunded = refunds.get(pk, 0)
-        if status in (Generation.Status.REFUNDED, Generation.Status.FAILED) and refunded != 1:
-            problems.append(f"generation {pk}: {status} but refunded {refunded} time(s)")
+        refunded = refunds.get(pk, [])
+        if status in (Generation.Status.REFUNDED, Generation.Status.FAILED):
+            if len(refunded) != 1:
+                problems.append(f"generation {pk}: {status} but refunded {len(refunded)} time(s)")
+            elif refunded != [cost]:
+                problems.append(f"generation {pk}: {status} but refunded {refunded[0]} of its {cost} credits")
+        if status == Generation.Status.SUCCEEDED:
+            missing = count - (count if delivered is None else delivered)
+            expected = [cost // count * missing] if missing else []
+            if refunded != expected:
+                problems.append(
+                    f"generation {pk}: delivered {delivered} of {count} but refunded {refunded}, expected {expected}"
+                )
     return problems
 
 
 @audit_check("no generation settled twice")
 def _generations_settled_once() -> list[str]:
-    """A generation ends delivered (charge stands) or refunded, never both, never refunded twice."""
+    """A generation ends delivered (charge stands), refunded, or delivered in part (the missing images refunded),
+    never refunded twice, never refunded in full once delivered."""
     problems = []
+    whole = Q(delivered_count__isnull=True) | Q(delivered_count=F("count"))
     settled = Generation.objects.annotate(
         refunds=Count("ledger_entries", filter=Q(ledger_entries__kind=Kind.REFUND))
-    ).filter(Q(refunds__gt=1) | Q(refunds__gt=0, status=Generation.Status.SUCCEEDED))
+    ).filter(Q(refunds__gt=1) | (Q(refunds__gt=0, status=Generation.Status.SUCCEEDED) & whole))
     for pk, status, refunds in settled.values_list("pk", "status", "refunds"):
         problems.append(f"generation {pk}: {status} and refunded {refunds} time(s): settled twice")
     in_flight_but_refunded = Generation.objects.filter(

@@ -7,7 +7,7 @@ process that accepted it, so other processes settle it only once that owner's le
 """
 
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 
 
 class Generation(models.Model):
@@ -31,7 +31,14 @@ class Generation(models.Model):
     size = models.CharField(max_length=16, blank=True)
     quality = models.CharField(max_length=16, blank=True)
     model = models.CharField(max_length=64, blank=True)
-    cost = models.PositiveIntegerField()
+    cost = models.PositiveIntegerField()  # the whole request: unit cost x count, all reserved up front
+    # generate | edit | variation (vouchers.pricing.IMAGE_OPERATIONS); each priced by image_unit_cost.
+    operation = models.CharField(max_length=16, default="generate")
+    count = models.PositiveSmallIntegerField(default=1)  # images asked for (1 to IMAGE_MAX_COUNT)
+    # Images in the delivered message, recorded when the upload begins (so whoever settles the upload knows);
+    # fewer than `count` means the missing ones are refunded when the delivery is recorded (one partial refund).
+    delivered_count = models.PositiveSmallIntegerField(null=True, blank=True)
+    private = models.BooleanField(default=False)  # the result went to the member only (an ephemeral message)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
     error = models.TextField(blank=True)
     # The identity of the bot process that accepted it (BotProcess.identity); empty for one made outside the bot.
@@ -50,10 +57,21 @@ class Generation(models.Model):
         ordering = ["-created_at"]
         constraints = [
             models.CheckConstraint(condition=Q(cost__gt=0), name="generation_cost_positive"),
+            models.CheckConstraint(condition=Q(count__gte=1) & Q(cost__gte=F("count")), name="generation_count_priced"),
+            models.CheckConstraint(
+                condition=Q(delivered_count__isnull=True)
+                | (Q(delivered_count__gte=1) & Q(delivered_count__lte=F("count"))),
+                name="generation_delivered_within_count",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"Generation #{self.pk} ({self.status})"
+
+    @property
+    def unit_cost(self) -> int:
+        """Credits per image: every image of one request is priced alike."""
+        return self.cost // self.count
 
     @property
     def message_url(self) -> str | None:
@@ -85,3 +103,26 @@ class BotProcess(models.Model):
 
     def __str__(self) -> str:
         return f"{self.identity} ({'active' if self.active else 'stand-by'})"
+
+
+class MemberSettings(models.Model):
+    """A member's defaults for image requests (/settings), used for each option a request leaves out.
+    Blank (or null) means "the bot's default"."""
+
+    discord_user_id = models.BigIntegerField(unique=True)
+    size = models.CharField(max_length=16, blank=True)
+    quality = models.CharField(max_length=16, blank=True)
+    count = models.PositiveSmallIntegerField(null=True, blank=True)
+    private = models.BooleanField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "member settings"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(count__isnull=True) | (Q(count__gte=1) & Q(count__lte=10)), name="member_settings_count"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Settings of {self.discord_user_id}"

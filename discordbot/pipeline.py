@@ -19,6 +19,7 @@ import io
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -27,22 +28,28 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
 
+from discordbot.attachments import attachments_read
 from discordbot.bridge import run_service
 from discordbot.errors import BotError, GenerationError
-from discordbot.images import ImageBackend, safety_identifier
+from discordbot.images import ImageBackend, ImageBatch, ImageJob, InputImage, Preview, safety_identifier
 from discordbot.queue import GenerationQueue, QueueTimeout
 from discordbot.replies import PUBLIC_MESSAGE, UNEXPECTED, PublicMessage, plural, send_private
 from discordbot.services import (
+    RequestDefaults,
     Reservation,
     generation_deliver_begin,
     generation_fail_and_refund,
+    generation_price,
     generation_reserve,
     generation_reserve_again,
     generation_start,
     generation_succeed,
+    generation_variation_source,
+    member_settings_get,
 )
 from discordbot.views import buy_view, image_view
 from vouchers.errors import InsufficientCredits, VoucherError
+from vouchers.pricing import image_unit_cost
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +69,36 @@ STOPPED_BEFORE_FINISHED = "The bot restarted before your image was finished."
 TRANSIENT_DISCORD_ERRORS = (TimeoutError, aiohttp.ClientError, OSError, discord.DiscordServerError)
 
 
-def image_filename(generation_id: int) -> str:
-    return f"image-{generation_id}.png"
+def image_filename(generation_id: int, index: int = 0) -> str:
+    """The name of a generation's image in its message: `image-ID.png`, then `image-ID-2.png`, ... for a batch."""
+    return f"image-{generation_id}.png" if index == 0 else f"image-{generation_id}-{index + 1}.png"
 
 
 def carries_image(filenames: list[str], generation_id: int) -> bool:
+    """Does a message carry this generation's images? The first is always among them when any is."""
     return image_filename(generation_id) in filenames
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a member asked for, before it is priced and reserved: the same shape for every operation."""
+
+    operation: str = "generate"
+    prompt: str = ""
+    size: str | None = None
+    quality: str | None = None
+    count: int | None = None  # None: the member's /settings default, else 1
+    private: bool | None = None  # None: the member's /settings default, else public
+    attachments: tuple[Any, ...] = ()  # discord.Attachment (or alike) to read before anything is charged
+    markup: Any = None
+
+
+def variation_cost(size: str, quality: str) -> int | None:
+    """What the Vary button charges (None: a variation at this size and quality is not on offer)."""
+    try:
+        return image_unit_cost(operation="variation", size=size, quality=quality)
+    except ValueError:
+        return None
 
 
 def check_timeouts_fit() -> None:
@@ -147,12 +178,72 @@ class GenerationPipeline:
         return frozenset(self._in_flight)
 
     async def generate(
-        self, interaction: discord.Interaction, *, prompt: str, size: str | None, quality: str | None
+        self,
+        interaction: discord.Interaction,
+        *,
+        prompt: str,
+        size: str | None,
+        quality: str | None,
+        count: int = 1,
+        private: bool = False,
     ) -> None:
-        await self._run(interaction, generation_reserve, prompt=prompt, size=size, quality=quality)
+        await self.request(
+            interaction, Request(prompt=prompt, size=size, quality=quality, count=count, private=private)
+        )
 
-    async def regenerate(self, interaction: discord.Interaction, *, source_id: int) -> None:
-        await self._run(interaction, generation_reserve_again, source_id=source_id)
+    async def request(self, interaction: discord.Interaction, request: Request) -> None:
+        """Every operation (generate, edit, variation) goes through here: read the pictures, check the job against
+        the model and price it, all before anything is charged; then the one reserve-queue-make-deliver path.
+        Options the member left out take their /settings defaults."""
+        if None in (request.size, request.quality, request.count, request.private):
+            try:
+                defaults = await run_service(member_settings_get, discord_user_id=interaction.user.id)
+            except DatabaseError:
+                log.warning("Could not read the settings of user %s; using the bot's defaults", interaction.user.id)
+                defaults = RequestDefaults()
+            request = replace(
+                request,
+                size=request.size or defaults.size,
+                quality=request.quality or defaults.quality,
+                count=request.count if request.count is not None else (defaults.count or 1),
+                private=request.private if request.private is not None else bool(defaults.private),
+            )
+        await self._run(interaction, generation_reserve, request=request)
+
+    async def vary(self, interaction: discord.Interaction, *, source_id: int) -> None:
+        """The Vary button: an edit of the result with its own prompt and options. The picture is read from the
+        message the button is on (Discord sends it, with a fresh CDN link, in the click's payload), so nothing is
+        stored on our side and a variation works after any restart for as long as the message exists."""
+        try:
+            source = await run_service(
+                generation_variation_source, source_id=source_id, discord_user_id=interaction.user.id
+            )
+        except BotError as exc:
+            await send_private(interaction, exc.message)
+            return
+        message = interaction.message
+        picture = next(
+            (a for a in (message.attachments if message else []) if a.filename == image_filename(source_id)), None
+        )
+        if picture is None:
+            await send_private(interaction, "That image is no longer on its message, so it cannot be varied.")
+            return
+        await self.request(
+            interaction,
+            Request(
+                operation="variation",
+                prompt=source.prompt,
+                size=source.size,
+                quality=source.quality,
+                count=1,
+                private=source.private,
+                attachments=(picture,),
+            ),
+        )
+
+    async def regenerate(self, interaction: discord.Interaction, *, source_id: int, prompt: str | None = None) -> None:
+        """Regenerate (same prompt) or the Edit button's modal (a new prompt): the source's options, charged anew."""
+        await self._run(interaction, generation_reserve_again, request=None, source_id=source_id, prompt=prompt)
 
     async def close(self, *, grace: float = 0.0) -> None:
         """Stop, settling every request: those in line are refunded (and told) at once; images being made get
@@ -180,7 +271,14 @@ class GenerationPipeline:
 
     # --- one request -------------------------------------------------------------------------------------------
 
-    async def _run(self, interaction: discord.Interaction, reserve: Callable[..., Reservation], **options: Any) -> None:
+    async def _run(
+        self,
+        interaction: discord.Interaction,
+        reserve: Callable[..., Reservation],
+        *,
+        request: Request | None,
+        **options: Any,
+    ) -> None:
         member = interaction.user.id
         if self._closing:
             await send_private(interaction, RESTARTING)
@@ -206,24 +304,89 @@ class GenerationPipeline:
                     del self._waiting[member]
 
         try:
-            accepted = await self._reserve(interaction, reserve, **options)
+            early: PublicMessage | None = None
+            images: tuple[InputImage, ...] = ()
+            markup: InputImage | None = None
+            if request is not None:
+                if request.attachments or request.markup is not None:
+                    # Reading pictures from Discord's CDN may take longer than Discord's 3 seconds: acknowledge
+                    # first, with the visibility the result will have, then read, check and reserve.
+                    early = await self._acknowledge(interaction, private=request.private)
+                try:
+                    if request.attachments:
+                        images = tuple(await attachments_read(attachments=request.attachments))
+                    if request.markup is not None:
+                        [markup] = await attachments_read(attachments=[request.markup])
+                    self._check(interaction, request, images, markup)
+                except GenerationError as exc:  # a picture or option the model cannot take: nothing charged
+                    await send_private(interaction, f"{exc.message} Nothing was charged.")
+                    return
+                options.update(
+                    prompt=request.prompt,
+                    size=request.size,
+                    quality=request.quality,
+                    operation=request.operation,
+                    count=request.count,
+                    input_images=len(images),
+                    private=request.private,
+                )
+            accepted = await self._reserve(interaction, reserve, early=early, **options)
             if accepted is None:
                 return
             reservation, public = accepted
             self._in_flight.add(reservation.generation_id)
             try:
-                await self._settle(interaction, reservation, public, stop_waiting)
+                await self._settle(interaction, reservation, public, stop_waiting, images=images, markup=markup)
             finally:
                 self._in_flight.discard(reservation.generation_id)
         finally:
             stop_waiting()
             self._tasks.pop(task, None)
 
+    async def _acknowledge(self, interaction: discord.Interaction, *, private: bool) -> PublicMessage:
+        """Defer at once, publicly or (a private request) ephemerally. A later refusal goes through
+        `send_private`, which withdraws a public deferral first (see discordbot.replies)."""
+        response = await interaction.response.defer(thinking=True, ephemeral=private)
+        early = PublicMessage(interaction, message_id=response.message_id if response else None)
+        if not private:
+            interaction.extras[PUBLIC_MESSAGE] = early
+        return early
+
+    def _check(
+        self, interaction: discord.Interaction, request: Request, images: tuple[InputImage, ...], markup: Any
+    ) -> None:
+        """Price the request and check the job against the model (no network): raises GenerationError."""
+        size, quality, _ = generation_price(
+            size=request.size,
+            quality=request.quality,
+            operation=request.operation,
+            count=request.count,
+            input_images=len(images),
+        )
+        self.backend.check(
+            ImageJob(
+                operation=request.operation,
+                prompt=request.prompt,
+                size=size,
+                quality=quality,
+                user_hash=safety_identifier(interaction.user.id),
+                count=request.count,
+                images=images,
+                markup=markup,
+            )
+        )
+
     async def _reserve(
-        self, interaction: discord.Interaction, reserve: Callable[..., Reservation], **options: Any
+        self,
+        interaction: discord.Interaction,
+        reserve: Callable[..., Reservation],
+        *,
+        early: PublicMessage | None = None,
+        **options: Any,
     ) -> tuple[Reservation, PublicMessage] | None:
         """Reserve first, then answer: a refusal is an ephemeral initial response, and only an accepted request
-        gets a public message. Returns None when refused (and answered)."""
+        gets a public message (a private one, an ephemeral one). Returns None when refused (and answered).
+        `early`: the request was acknowledged already (it read pictures first)."""
         reserving = asyncio.ensure_future(
             run_service(
                 reserve,
@@ -236,7 +399,7 @@ class GenerationPipeline:
                 **options,
             )
         )
-        done, _ = await asyncio.wait({reserving}, timeout=RESERVE_BEFORE_RESPONSE_SECONDS)
+        done, _ = await asyncio.wait({reserving}, timeout=None if early else RESERVE_BEFORE_RESPONSE_SECONDS)
         if not done:
             # The database is slow: acknowledge privately within Discord's 3 seconds and decide afterwards.
             log.info("Reservation for user %s is slow; deferring privately", interaction.user.id)
@@ -259,9 +422,15 @@ class GenerationPipeline:
             await self._refund(interaction, reservation, "interrupted", RESTARTING)
             return None
         try:
-            if not interaction.response.is_done():
-                response = await interaction.response.defer(thinking=True)  # public: the image is for the channel
+            if early is not None:
+                public = early
+            elif not interaction.response.is_done():
+                # Public, the image is for the channel; or ephemeral, for the member alone.
+                response = await interaction.response.defer(thinking=True, ephemeral=reservation.private)
                 public = PublicMessage(interaction, message_id=response.message_id if response else None)
+            elif reservation.private:
+                # After a private deferral (slow reservation), that deferral is the place for a private result.
+                public = PublicMessage(interaction, message_id=None)
             else:
                 # After a private deferral the first followup takes its (private) place; the image then gets a
                 # public message of its own.
@@ -274,7 +443,8 @@ class GenerationPipeline:
             log.warning("Could not answer the interaction of generation #%s: %s", reservation.generation_id, exc)
             await self._refund(interaction, reservation, "discord_unreachable", UNEXPECTED, tell=False)
             return None
-        interaction.extras[PUBLIC_MESSAGE] = public
+        if not reservation.private:
+            interaction.extras[PUBLIC_MESSAGE] = public
         return reservation, public
 
     async def _settle(
@@ -283,10 +453,13 @@ class GenerationPipeline:
         reservation: Reservation,
         public: PublicMessage,
         stop_waiting: Callable[[], None],
+        *,
+        images: tuple[InputImage, ...] = (),
+        markup: InputImage | None = None,
     ) -> None:
         generation_id = reservation.generation_id
         try:
-            png = await self._make(interaction, reservation, public, stop_waiting)
+            batch = await self._make(interaction, reservation, public, stop_waiting, images=images, markup=markup)
         except asyncio.CancelledError:
             await self._refund(interaction, reservation, "interrupted", STOPPED_BEFORE_FINISHED)
             raise
@@ -297,8 +470,9 @@ class GenerationPipeline:
             log.exception("Generation #%s failed unexpectedly", generation_id)
             await self._refund(interaction, reservation, "error", UNEXPECTED)
             return
+        # SPEND: the lead wires `generation_record_spend(generation_id=..., micros=batch.spend_micro_usd)` here.
         self._tasks[asyncio.current_task()] = "delivering"
-        await self._deliver(interaction, reservation, public, png)
+        await self._deliver(interaction, reservation, public, batch.delivered)
 
     async def _make(
         self,
@@ -306,8 +480,11 @@ class GenerationPipeline:
         reservation: Reservation,
         public: PublicMessage,
         stop_waiting: Callable[[], None],
-    ) -> bytes:
-        """Wait for a slot and make the image. Raises on any failure."""
+        *,
+        images: tuple[InputImage, ...] = (),
+        markup: InputImage | None = None,
+    ) -> ImageBatch:
+        """Wait for a slot and make the images. Raises when none could be made."""
         waited = False
         set_aside = f"Your {plural(reservation.cost)} {'is' if reservation.cost == 1 else 'are'} set aside for it."
 
@@ -345,21 +522,54 @@ class GenerationPipeline:
                 # No transaction is open here: each service call above committed on its own.
                 try:
                     async with asyncio.timeout(self.timeout):
-                        return await self.backend.generate(
-                            prompt=reservation.prompt,
-                            size=reservation.size,
-                            quality=reservation.quality,
-                            user_hash=safety_identifier(interaction.user.id),
+                        partials = settings.IMAGE_PREVIEW_PARTIALS
+                        return await self.backend.render(
+                            ImageJob(
+                                operation=reservation.operation,
+                                prompt=reservation.prompt,
+                                size=reservation.size,
+                                quality=reservation.quality,
+                                user_hash=safety_identifier(interaction.user.id),
+                                count=reservation.count,
+                                images=images,
+                                markup=markup,
+                                partial_images=partials,
+                            ),
+                            on_preview=self._previewer(reservation, public) if partials else None,
                         )
                 except TimeoutError:
                     raise GenerationError("The image service took too long to answer.", reason="timeout") from None
         except QueueTimeout:
             raise GenerationError("The line is too long right now. Please try again later.", "queue_timeout") from None
 
+    def _previewer(self, reservation: Reservation, public: PublicMessage) -> Callable[[Preview], Awaitable[None]]:
+        """Show partial images in the request's message as they arrive: at most one edit per
+        IMAGE_PREVIEW_INTERVAL_SECONDS (Discord rate-limits edits of a message; a preview arriving sooner is
+        dropped, the next one or the final image follows). A preview is never named like a result image, so
+        asking Discord whether the result arrived cannot mistake one for it."""
+        interval = settings.IMAGE_PREVIEW_INTERVAL_SECONDS
+        last_edit = -interval
+        generation_id = reservation.generation_id
+
+        async def show(preview: Preview) -> None:
+            nonlocal last_edit
+            now = asyncio.get_running_loop().time()
+            if now - last_edit < interval:
+                return
+            last_edit = now
+            which = f" {preview.image_index + 1} of {reservation.count}" if reservation.count > 1 else ""
+            await public.edit(
+                content=f"\N{ARTIST PALETTE} Making your image{which}... (preview {preview.partial_index + 1})",
+                attachments=[discord.File(io.BytesIO(preview.png), filename=f"preview-{generation_id}.png")],
+            )
+
+        return show
+
     async def _deliver(
-        self, interaction: discord.Interaction, reservation: Reservation, public: PublicMessage, png: bytes
+        self, interaction: discord.Interaction, reservation: Reservation, public: PublicMessage, pngs: list[bytes]
     ) -> None:
         generation_id = reservation.generation_id
+        delivered = len(pngs)
         try:
             begun = await run_service(
                 generation_deliver_begin,
@@ -367,6 +577,7 @@ class GenerationPipeline:
                 owner=self.identity,
                 message_id=public.message_id,
                 lease_margin=self.lease_margin,
+                delivered_count=delivered,
             )
         except DatabaseError:
             log.exception("Could not mark generation #%s as delivering", generation_id)
@@ -382,19 +593,37 @@ class GenerationPipeline:
         if len(prompt) > MAX_PROMPT_SHOWN:
             prompt = prompt[: MAX_PROMPT_SHOWN - 1] + "\N{HORIZONTAL ELLIPSIS}"
         size = reservation.size.replace("x", "\N{MULTIPLICATION SIGN}")
+        missing = reservation.count - delivered
+        charged = reservation.unit_cost * delivered
+        refunded = ""
+        if missing:
+            refunded = (
+                f"\n-# {plural(missing, 'image')} of {reservation.count} could not be made; "
+                f"{plural(reservation.unit_cost * missing)} {'was' if reservation.unit_cost * missing == 1 else 'were'}"
+                " refunded."
+            )
         # The balance is the member's business, not the channel's: the public post shows only what this cost.
         content = (
             f"**Prompt:** {prompt}\n"
-            f"-# {size} \N{MIDDLE DOT} {reservation.quality} \N{MIDDLE DOT} {plural(reservation.cost)} "
-            f"\N{MIDDLE DOT} for {interaction.user.mention}"
+            f"-# {size} \N{MIDDLE DOT} {reservation.quality} \N{MIDDLE DOT} {plural(charged)} "
+            f"\N{MIDDLE DOT} for {interaction.user.mention}{refunded}"
         )
-        image = discord.File(io.BytesIO(png), filename=image_filename(generation_id))
+        files = [
+            discord.File(io.BytesIO(png), filename=image_filename(generation_id, index))
+            for index, png in enumerate(pngs)
+        ]
         try:
             async with asyncio.timeout(self.upload_timeout):
                 message = await public.edit(
                     content=content,
-                    attachments=[image],
-                    view=image_view(generation_id, cost=reservation.cost),
+                    attachments=files,
+                    view=image_view(
+                        generation_id,
+                        cost=reservation.cost,
+                        vary_cost=variation_cost(reservation.size, reservation.quality),
+                        regenerate=reservation.operation == "generate",
+                        delete=not reservation.private,
+                    ),
                     allowed_mentions=discord.AllowedMentions.none(),
                 )
         except discord.HTTPException as exc:

@@ -31,10 +31,11 @@ from django.db.models import Exists, Q
 from django.utils import timezone
 
 from discordbot.errors import GenerationError, RedeemRateLimited
-from discordbot.models import BotProcess, Generation
+from discordbot.models import BotProcess, Generation, MemberSettings
 from discordbot.replies import plural
 from vouchers.errors import InsufficientCredits, VoucherError
 from vouchers.models import CreditAccount, LedgerEntry
+from vouchers.pricing import image_cost
 from vouchers.selectors import account_balance
 from vouchers.services import Redemption, credits_refund, credits_reserve, voucher_redeem
 
@@ -55,18 +56,35 @@ class Reservation:
     prompt: str
     size: str
     quality: str
-    cost: int
+    cost: int  # the whole request (unit_cost x count)
     balance: int
+    operation: str = "generate"
+    count: int = 1
+    private: bool = False
+
+    @property
+    def unit_cost(self) -> int:
+        return self.cost // self.count
 
 
-def generation_price(*, size: str | None = None, quality: str | None = None) -> tuple[str, str, int]:
-    """The (size, quality, cost) of a request, with the defaults filled in; GenerationError if not on offer."""
-    costs: dict[str, dict[str, int]] = settings.GENERATION_COSTS
-    size = size or next(iter(costs))
+def generation_price(
+    *,
+    size: str | None = None,
+    quality: str | None = None,
+    operation: str = "generate",
+    count: int = 1,
+    input_images: int = 0,
+) -> tuple[str, str, int]:
+    """The (size, quality, cost) of a request, with the defaults filled in; GenerationError if not on offer.
+
+    The cost is `vouchers.pricing.image_cost`: the one price table for every operation, by size, quality and count.
+    """
+    size = size or next(iter(settings.GENERATION_COSTS))
     quality = quality or settings.GENERATION_DEFAULT_QUALITY
-    cost = costs.get(size, {}).get(quality)
-    if type(cost) is not int or cost <= 0:
-        raise GenerationError(f"{size} at {quality} quality is not on offer.", reason="invalid_options")
+    try:
+        cost = image_cost(operation=operation, size=size, quality=quality, count=count, input_images=input_images)
+    except ValueError as exc:
+        raise GenerationError(str(exc), reason="invalid_options") from None
     return size, quality, cost
 
 
@@ -90,15 +108,22 @@ def generation_reserve(
     interaction_id: int | None = None,
     guild_id: int | None = None,
     channel_id: int | None = None,
+    operation: str = "generate",
+    count: int = 1,
+    input_images: int = 0,
+    private: bool = False,
 ) -> Reservation:
-    """Accept a request: create its Generation and take its cost, in one short transaction.
+    """Accept a request: create its Generation and take its whole cost (every image asked for), in one short
+    transaction. Images that do not come are refunded when the delivery is recorded (`generation_succeed`).
 
     Refuses at once (InsufficientCredits, nothing written) when the balance is short, so a member is never
     queued for an image they cannot pay for. The debit is a conditional UPDATE, so any number of concurrent
     requests can never spend more than the balance.
     """
     prompt = _require_prompt(prompt)
-    size, quality, cost = generation_price(size=size, quality=quality)
+    size, quality, cost = generation_price(
+        size=size, quality=quality, operation=operation, count=count, input_images=input_images
+    )
     account_id = CreditAccount.objects.filter(discord_user_id=discord_user_id).values_list("pk", flat=True).first()
     try:
         if account_id is None:
@@ -111,6 +136,9 @@ def generation_reserve(
                 quality=quality,
                 model=model[:64],
                 cost=cost,
+                operation=operation,
+                count=count,
+                private=private,
                 owner=owner,
                 interaction_id=interaction_id,
                 guild_id=guild_id,
@@ -125,12 +153,20 @@ def generation_reserve(
             balance = CreditAccount.objects.values_list("balance", flat=True).get(pk=account_id)
     except InsufficientCredits:
         balance = account_balance(discord_user_id=discord_user_id)
+        what = "This image costs" if count == 1 else f"These {count} images cost"
         raise InsufficientCredits(
-            f"This image costs {plural(cost)} and your balance is {plural(balance)}. "
-            "Use /buy to get more, or /redeem a voucher."
+            f"{what} {plural(cost)} and your balance is {plural(balance)}. Use /buy to get more, or /redeem a voucher."
         ) from None
     return Reservation(
-        generation_id=generation.pk, prompt=prompt, size=size, quality=quality, cost=cost, balance=balance
+        generation_id=generation.pk,
+        prompt=prompt,
+        size=size,
+        quality=quality,
+        cost=cost,
+        balance=balance,
+        operation=operation,
+        count=count,
+        private=private,
     )
 
 
@@ -138,13 +174,15 @@ def generation_reserve_again(
     *,
     source_id: int,
     discord_user_id: int,
+    prompt: str | None = None,
     model: str = "",
     owner: str = "",
     interaction_id: int | None = None,
     guild_id: int | None = None,
     channel_id: int | None = None,
 ) -> Reservation:
-    """The Regenerate button: a new, separately charged generation with the same prompt and options."""
+    """The Regenerate button (and the Edit button's modal, with a new `prompt`): a new, separately charged
+    generation with the same options, and the same prompt unless one is given."""
     source = Generation.objects.filter(pk=source_id).select_related("account").first()
     if source is None:
         raise GenerationError("That image can no longer be regenerated.", reason="not_found")
@@ -153,17 +191,92 @@ def generation_reserve_again(
             "Only the member who asked for this image can regenerate it. Use /generate for your own.",
             reason="not_owner",
         )
+    if source.operation != "generate":
+        # An edit's pictures are not kept: only a prompt-only request can be made again from the record.
+        raise GenerationError("Only images made from a prompt alone can be regenerated.", reason="invalid_options")
     return generation_reserve(
         discord_user_id=discord_user_id,
-        prompt=source.prompt,
+        prompt=source.prompt if prompt is None else prompt,
         size=source.size,
         quality=source.quality,
+        count=source.count,
+        private=source.private,
         model=model,
         owner=owner,
         interaction_id=interaction_id,
         guild_id=guild_id,
         channel_id=channel_id,
     )
+
+
+@dataclass(frozen=True)
+class VariationSource:
+    """A delivered result a member may vary: its prompt and options (the picture itself is on its message)."""
+
+    prompt: str
+    size: str
+    quality: str
+    private: bool
+
+
+def generation_variation_source(*, source_id: int, discord_user_id: int) -> VariationSource:
+    """The Vary button: what the variation of a delivered result starts from. Only its requester may vary it."""
+    source = Generation.objects.filter(pk=source_id).select_related("account").first()
+    if source is None or source.status != Generation.Status.SUCCEEDED:
+        raise GenerationError("That image can no longer be varied.", reason="not_found")
+    if source.account.discord_user_id != discord_user_id:
+        raise GenerationError(
+            "Only the member who asked for this image can vary it. Use /edit with your own picture.",
+            reason="not_owner",
+        )
+    return VariationSource(prompt=source.prompt, size=source.size, quality=source.quality, private=source.private)
+
+
+@dataclass(frozen=True)
+class RequestDefaults:
+    """A member's /settings: None where they have not chosen (the bot's default then applies)."""
+
+    size: str | None = None
+    quality: str | None = None
+    count: int | None = None
+    private: bool | None = None
+
+
+def member_settings_get(*, discord_user_id: int) -> RequestDefaults:
+    row = MemberSettings.objects.filter(discord_user_id=discord_user_id).first()
+    if row is None:
+        return RequestDefaults()
+    return RequestDefaults(size=row.size or None, quality=row.quality or None, count=row.count, private=row.private)
+
+
+def member_settings_set(
+    *,
+    discord_user_id: int,
+    size: str | None = None,
+    quality: str | None = None,
+    count: int | None = None,
+    private: bool | None = None,
+) -> RequestDefaults:
+    """/settings: store the options given (others keep their stored value). Each is checked against what is on
+    offer, so a stored default can always be priced (GenerationError otherwise, nothing written)."""
+    current = member_settings_get(discord_user_id=discord_user_id)
+    merged = RequestDefaults(
+        size=size or current.size,
+        quality=quality or current.quality,
+        count=count if count is not None else current.count,
+        private=private if private is not None else current.private,
+    )
+    generation_price(size=merged.size, quality=merged.quality, count=merged.count or 1)
+    MemberSettings.objects.update_or_create(
+        discord_user_id=discord_user_id,
+        defaults={
+            "size": merged.size or "",
+            "quality": merged.quality or "",
+            "count": merged.count,
+            "private": merged.private,
+        },
+    )
+    return merged
 
 
 def generation_start(*, generation_id: int) -> bool:
@@ -175,17 +288,34 @@ def generation_start(*, generation_id: int) -> bool:
     )
 
 
+def generation_prompt_for_owner(*, generation_id: int, discord_user_id: int) -> str:
+    """The Edit button: the prompt the member will change. Only the requester may rerun a result."""
+    row = (
+        Generation.objects.filter(pk=generation_id, operation="generate")
+        .values_list("prompt", "account__discord_user_id")
+        .first()
+    )
+    if row is None:
+        raise GenerationError("That image can no longer be changed.", reason="not_found")
+    if row[1] != discord_user_id:
+        raise GenerationError("Only the member who asked for this image can change it.", reason="not_owner")
+    return row[0]
+
+
 def generation_owner_id(*, generation_id: int) -> int | None:
     """The Discord user id of the member who asked for a generation (None if there is no such generation)."""
     return Generation.objects.filter(pk=generation_id).values_list("account__discord_user_id", flat=True).first()
 
 
-def generation_deliver_begin(*, generation_id: int, owner: str, message_id: int | None, lease_margin: float) -> bool:
+def generation_deliver_begin(
+    *, generation_id: int, owner: str, message_id: int | None, lease_margin: float, delivered_count: int = 1
+) -> bool:
     """Running -> delivering, just before the image is uploaded to Discord. False: do not upload.
 
     Allowed only while the owner still holds the bot lease with `lease_margin` seconds to spare (more than the
     upload may take): another process settles this generation only after the owner's lease expired, and by then
-    the upload is over, so asking Discord then gives the final answer.
+    the upload is over, so asking Discord then gives the final answer. `delivered_count` is how many images the
+    upload carries (the rest failed): recorded now so that whoever records the delivery refunds the right amount.
     """
     now = timezone.now()
     # One conditional UPDATE: the lease check and the transition commit together, with no read-then-write.
@@ -194,13 +324,17 @@ def generation_deliver_begin(*, generation_id: int, owner: str, message_id: int 
     )
     return bool(
         Generation.objects.filter(pk=generation_id, owner=owner, status=Generation.Status.RUNNING)
-        .filter(Exists(holds_lease))
-        .update(status=Generation.Status.DELIVERING, message_id=message_id)
+        .filter(Exists(holds_lease), count__gte=delivered_count)
+        .update(status=Generation.Status.DELIVERING, message_id=message_id, delivered_count=delivered_count)
     )
 
 
 def generation_succeed(*, generation_id: int, message_id: int | None = None) -> bool:
     """Delivering -> succeeded: Discord has the image (it answered the upload, or was asked). The charge stands.
+
+    When the upload carried fewer images than were asked for (`delivered_count` < `count`), the missing ones are
+    refunded in the same transaction: one partial refund of the charge, `unit cost x missing`. So each image is
+    charged as delivered, and the generation is settled once (the conditional UPDATE lets one caller win).
 
     False when it is not delivering (already recorded, or never began delivery). Idempotent, so the caller
     retries it freely on a database hiccup.
@@ -209,7 +343,24 @@ def generation_succeed(*, generation_id: int, message_id: int | None = None) -> 
     updates = {"status": Generation.Status.SUCCEEDED, "delivered_at": now, "finished_at": now}
     if message_id is not None:
         updates["message_id"] = message_id
-    return bool(Generation.objects.filter(pk=generation_id, status=Generation.Status.DELIVERING).update(**updates))
+    with transaction.atomic():
+        claimed = Generation.objects.filter(pk=generation_id, status=Generation.Status.DELIVERING).update(**updates)
+        if not claimed:
+            return False
+        cost, count, delivered = (
+            Generation.objects.filter(pk=generation_id).values_list("cost", "count", "delivered_count").get()
+        )
+        missing = count - (delivered or count)
+        if missing > 0:
+            charge_id = LedgerEntry.objects.values_list("pk", flat=True).get(
+                generation_id=generation_id, kind=LedgerEntry.Kind.GENERATE
+            )
+            credits_refund(
+                entry_id=charge_id,
+                amount=cost // count * missing,
+                memo=f"Image #{generation_id}: {plural(missing, 'image')} of {count} not delivered",
+            )
+    return True
 
 
 def generation_fail_and_refund(*, generation_id: int, error: str, delivery_checked: bool = False) -> bool:

@@ -7,8 +7,8 @@ import discord
 from django.conf import settings
 
 from discordbot.bridge import run_service
-from discordbot.replies import report_error, send_private
-from discordbot.services import generation_owner_id
+from discordbot.replies import plural, report_error, send_private
+from discordbot.services import MAX_PROMPT_LENGTH, generation_owner_id, generation_prompt_for_owner
 from storefront.tokens import buy_token_make, discord_name_label
 
 
@@ -36,6 +36,90 @@ class RegenerateButton(
         """Spend credits again on the same prompt and options; the new image comes as a new message."""
         try:
             await interaction.client.pipeline.regenerate(interaction, source_id=self.generation_id)
+        except Exception as exc:
+            await report_error(interaction, exc)
+
+
+class VaryButton(discord.ui.DynamicItem[discord.ui.Button], template=r"vary:(?P<generation_id>[0-9]{1,19})"):
+    """An edit of this result with the same prompt and options, read from the message the button is on."""
+
+    def __init__(self, generation_id: int, *, label: str = "Vary") -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=label,
+                emoji="\N{ARTIST PALETTE}",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"vary:{generation_id}",
+            )
+        )
+        self.generation_id = generation_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: Any, /
+    ) -> "VaryButton":
+        return cls(int(match["generation_id"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        try:
+            await interaction.client.pipeline.vary(interaction, source_id=self.generation_id)
+        except Exception as exc:
+            await report_error(interaction, exc)
+
+
+class PromptModal(discord.ui.Modal):
+    """The Edit button's form: the prompt, prefilled, to change and rerun. Lives in this process only (a modal
+    opened before a restart cannot be submitted after it; Discord then says the interaction failed, nothing is
+    charged)."""
+
+    def __init__(self, generation_id: int, prompt: str) -> None:
+        super().__init__(title="Change the prompt", timeout=600, custom_id=f"prompt-modal:{generation_id}")
+        self.generation_id = generation_id
+        self.prompt = discord.ui.TextInput(
+            label="Prompt",
+            style=discord.TextStyle.paragraph,
+            default=prompt[:MAX_PROMPT_LENGTH],
+            min_length=1,
+            max_length=MAX_PROMPT_LENGTH,
+            custom_id="prompt",
+        )
+        self.add_item(self.prompt)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        try:
+            await interaction.client.pipeline.regenerate(
+                interaction, source_id=self.generation_id, prompt=self.prompt.value
+            )
+        except Exception as exc:
+            await report_error(interaction, exc)
+
+
+class EditButton(discord.ui.DynamicItem[discord.ui.Button], template=r"editprompt:(?P<generation_id>[0-9]{1,19})"):
+    """Opens a form to change the prompt, then makes the result again with the new prompt (charged anew)."""
+
+    def __init__(self, generation_id: int, *, label: str = "Edit") -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=label,
+                emoji="\N{PENCIL}",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"editprompt:{generation_id}",
+            )
+        )
+        self.generation_id = generation_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: Any, /
+    ) -> "EditButton":
+        return cls(int(match["generation_id"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        try:
+            prompt = await run_service(
+                generation_prompt_for_owner, generation_id=self.generation_id, discord_user_id=interaction.user.id
+            )
+            await interaction.response.send_modal(PromptModal(self.generation_id, prompt))
         except Exception as exc:
             await report_error(interaction, exc)
 
@@ -73,10 +157,24 @@ class DeleteButton(discord.ui.DynamicItem[discord.ui.Button], template=r"delete:
             await report_error(interaction, exc)
 
 
-def image_view(generation_id: int, *, cost: int) -> discord.ui.View:
+def cost_label(verb: str, cost: int) -> str:
+    return f"{verb} ({plural(cost)})"
+
+
+def image_view(
+    generation_id: int, *, cost: int, vary_cost: int | None = None, regenerate: bool = True, delete: bool = True
+) -> discord.ui.View:
+    """The buttons under a result. `cost` is what Regenerate charges (the whole request again). An edit's
+    pictures are not kept, so only prompt-only results offer Regenerate; an ephemeral result needs no Delete."""
     view = discord.ui.View(timeout=None)
-    view.add_item(RegenerateButton(generation_id, label="Regenerate" if cost == 1 else f"Regenerate ({cost} credits)"))
-    view.add_item(DeleteButton(generation_id))
+    if regenerate:
+        label = "Regenerate" if cost == 1 else f"Regenerate ({cost} credits)"
+        view.add_item(RegenerateButton(generation_id, label=label))
+        view.add_item(EditButton(generation_id, label=cost_label("Edit", cost)))
+    if vary_cost is not None:
+        view.add_item(VaryButton(generation_id, label=cost_label("Vary", vary_cost)))
+    if delete:
+        view.add_item(DeleteButton(generation_id))
     return view
 
 

@@ -267,6 +267,10 @@ GENERATION_DEFAULT_QUALITY = "medium"
 IMAGE_OPERATION_SURCHARGES = env.json("IMAGE_OPERATION_SURCHARGES", default={"generate": 0, "edit": 1, "variation": 1})
 # Images one request may ask for (the `count` option); the image API allows 1-10.
 IMAGE_MAX_COUNT = env.int("IMAGE_MAX_COUNT", default=4)
+# Live previews: partial images (0-3) streamed per image and shown in the "making your image" message, at most
+# one edit per IMAGE_PREVIEW_INTERVAL_SECONDS per message (Discord rate-limits message edits). 0 turns them off.
+IMAGE_PREVIEW_PARTIALS = env.int("IMAGE_PREVIEW_PARTIALS", default=0)
+IMAGE_PREVIEW_INTERVAL_SECONDS = env.float("IMAGE_PREVIEW_INTERVAL_SECONDS", default=1.5)
 # What the image service charges, per model and token kind, in micro-dollars per token (= US dollars per 1M
 # tokens on OpenAI's price page). Empty: image spend is recorded as unknown. See discordbot/spend.py.
 IMAGE_SPEND_PRICES = env.json("IMAGE_SPEND_PRICES", default={})

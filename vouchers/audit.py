@@ -85,12 +85,14 @@ def _vouchers_redeemed_once() -> list[str]:
 
 @audit_check("refunds mirror their charge")
 def _refunds_match_their_charge() -> list[str]:
+    """A refund gives back its own charge's credits to the same account: all of it, or (a request of several
+    images, some not delivered) a positive part of it; the app that charged checks which part (discordbot.audit)."""
     problems = []
     for entry in LedgerEntry.objects.filter(kind=Kind.REFUND).select_related("refund_of"):
         origin = entry.refund_of
         if origin is None or origin.kind != Kind.GENERATE:
             problems.append(f"refund entry {entry.pk} does not refund a generation charge")
-        elif origin.account_id != entry.account_id or origin.delta != -entry.delta:
+        elif origin.account_id != entry.account_id or not 0 < entry.delta <= -origin.delta:
             problems.append(f"refund entry {entry.pk} does not mirror charge {origin.pk}")
     return problems
 

@@ -238,17 +238,24 @@ def credits_reserve(
     )
 
 
-def credits_refund(*, entry_id: int, memo: str = "") -> LedgerEntry:
-    """Give back the credits of one reservation. At most once per reservation (a unique constraint)."""
+def credits_refund(*, entry_id: int, memo: str = "", amount: int | None = None) -> LedgerEntry:
+    """Give back the credits of one reservation. At most once per reservation (a unique constraint).
+
+    `amount` (default: all of it) gives back part of it, for a request of several images of which only some were
+    delivered; it must be positive and at most the charge. Whoever refunds part knows what the rest paid for
+    (the bot's audit checks the amount against the generation's undelivered images).
+    """
     memo = _require_memo(memo)
     debit = LedgerEntry.objects.filter(pk=entry_id).first() if type(entry_id) is int else None
     if debit is None or debit.kind != LedgerEntry.Kind.GENERATE:
+        raise RefundNotAllowed()
+    if amount is not None and (type(amount) is not int or not 0 < amount <= -debit.delta):
         raise RefundNotAllowed()
     try:
         # Pays any debt first: credits reserved when a clawback came are exactly what it could not take then.
         return _credit_in(
             account_id=debit.account_id,
-            amount=-debit.delta,
+            amount=-debit.delta if amount is None else amount,
             kind=LedgerEntry.Kind.REFUND,
             generation_id=debit.generation_id,
             refund_of=debit,

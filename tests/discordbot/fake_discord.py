@@ -46,6 +46,8 @@ CHANNEL_MESSAGE = 4
 DEFERRED_CHANNEL_MESSAGE = 5
 DEFERRED_UPDATE_MESSAGE = 6
 UPDATE_MESSAGE = 7
+MODAL = 9
+MODAL_SUBMIT = 5  # interaction type
 
 INITIAL_RESPONSE_SECONDS = 3.0
 TOKEN_LIFETIME_SECONDS = 15 * 60
@@ -174,6 +176,33 @@ class Refused(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+@dataclass(frozen=True)
+class Attachment:
+    """A file a member attached to a command option: where Discord's CDN serves it, and what Discord says of it."""
+
+    url: str
+    filename: str
+    size: int
+    content_type: str | None = "image/png"
+    width: int | None = None
+    height: int | None = None
+
+    def payload(self, attachment_id: str) -> dict:
+        data = {
+            "id": attachment_id,
+            "filename": self.filename,
+            "size": self.size,
+            "url": self.url,
+            "proxy_url": self.url,
+            "ephemeral": True,
+        }
+        if self.content_type:
+            data["content_type"] = self.content_type
+        if self.width is not None:
+            data.update(width=self.width, height=self.height)
+        return data
+
+
 def _snowflakes() -> itertools.count:
     # Real-looking snowflakes: milliseconds since the Discord epoch, shifted.
     return itertools.count(int(time.time() * 1000 - 1420070400000) << 22)
@@ -202,6 +231,9 @@ class FakeDiscord:
         self.token_lifetime = TOKEN_LIFETIME_SECONDS
         self.initial_response_seconds = INITIAL_RESPONSE_SECONDS
         self.webhook_rate = WEBHOOK_RATE
+        self.modals: dict[str, dict] = {}  # token of the interaction a modal answered -> the modal
+        self.cdn_files: dict[str, Upload] = {}  # attachment id -> the file a message carries
+        self.cdn_requests: list[str] = []
         self.attachment_size_limit = 10 * 1024 * 1024  # sent in each interaction payload, and enforced
         self.rate_limited = 0  # 429s answered
         self._webhook_hits: dict[str, list[float]] = {}
@@ -218,6 +250,7 @@ class FakeDiscord:
         self._changed = asyncio.Event()
         app = web.Application(client_max_size=64 * 1024 * 1024)  # attachments are multipart bodies of MiBs
         app.router.add_get("/gateway-ws", self._gateway)
+        app.router.add_get("/attachments/{id}/{filename}", self._cdn)
         app.router.add_route("*", API_PREFIX + "/{tail:.*}", self._rest)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
@@ -407,15 +440,32 @@ class FakeDiscord:
         return payload, token
 
     async def send_command(
-        self, name: str, *, user_id: int, options: dict[str, str] | None = None, in_guild: bool = True
+        self, name: str, *, user_id: int, options: dict[str, Any] | None = None, in_guild: bool = True
     ) -> Sent:
-        """Push a slash command (INTERACTION_CREATE, type 2) as a member would trigger it."""
+        """Push a slash command (INTERACTION_CREATE, type 2) as a member would trigger it.
+
+        Option values keep Discord's types: str (3), bool (5), int (4); an `Attachment` (11) is sent as its id,
+        with the file described under `resolved.attachments`, as Discord does."""
+        wire_options, resolved = [], {}
+        for key, value in (options or {}).items():
+            if isinstance(value, Attachment):
+                attachment_id = str(next(self._ids))
+                resolved[attachment_id] = value.payload(attachment_id)
+                wire_options.append({"name": key, "type": 11, "value": attachment_id})
+            elif isinstance(value, bool):
+                wire_options.append({"name": key, "type": 5, "value": value})
+            elif isinstance(value, int):
+                wire_options.append({"name": key, "type": 4, "value": value})
+            else:
+                wire_options.append({"name": key, "type": 3, "value": value})
         data = {
             "id": str(abs(hash(name)) % 10**18),
             "name": name,
             "type": 1,
-            "options": [{"name": key, "type": 3, "value": value} for key, value in (options or {}).items()],
+            "options": wire_options,
         }
+        if resolved:
+            data["resolved"] = {"attachments": resolved}
         if in_guild:
             data["guild_id"] = str(self.GUILD_ID)
         payload, token = self._interaction_base(user_id=user_id, kind=2, data=data, in_guild=in_guild)
@@ -426,6 +476,24 @@ class FakeDiscord:
         data = {"custom_id": custom_id, "component_type": 2}
         payload, token = self._interaction_base(user_id=user_id, kind=3, data=data, in_guild=True)
         payload["message"] = self.messages[message_id]
+        return await self._push_interaction(payload, token, user_id)
+
+    async def submit_modal(self, *, user_id: int, opened_by: str, values: dict[str, str]) -> Sent:
+        """Submit the modal the bot opened in answer to interaction `opened_by` (a token), with these values for
+        its text inputs, as Discord sends it (INTERACTION_CREATE, type 5)."""
+        modal = self.modals[opened_by]
+        rows = []
+        for row in modal["components"]:
+            for item in row.get("components") or [row.get("component")]:
+                custom_id = item["custom_id"]
+                rows.append(
+                    {"type": 1, "components": [{"type": 4, "custom_id": custom_id, "value": values[custom_id]}]}
+                )
+        data = {"custom_id": modal["custom_id"], "components": rows}
+        payload, token = self._interaction_base(user_id=user_id, kind=MODAL_SUBMIT, data=data, in_guild=True)
+        opener = self._sent_for(opened_by)
+        if opener is not None and "message" in opener.payload:
+            payload["message"] = opener.payload["message"]
         return await self._push_interaction(payload, token, user_id)
 
     async def _push_interaction(self, payload: dict, token: str, user_id: int) -> Sent:
@@ -495,6 +563,15 @@ class FakeDiscord:
         ("GET", r"/webhooks/(?P<app>\d+)/(?P<token>[^/]+)/messages/(?P<message>[^/]+)", "get_message"),
         ("GET", r"/channels/(?P<channel>\d+)/messages/(?P<message>\d+)", "channel_message"),
     ]
+
+    async def _cdn(self, request: web.Request) -> web.Response:
+        upload = self.cdn_files.get(request.match_info["id"])
+        self.cdn_requests.append(request.path)
+        if upload is None or upload.filename != request.match_info["filename"]:
+            return web.Response(status=404, text="Not Found")
+        return web.Response(
+            body=upload.data, headers={"Content-Type": "image/png" if upload.is_png else upload.content_type}
+        )
 
     async def _rest(self, request: web.Request) -> web.Response:
         path = request.path[len(API_PREFIX) :]
@@ -740,6 +817,14 @@ class FakeDiscord:
             self._validate(data, call.uploads, editing=None)
         elif kind == UPDATE_MESSAGE:
             self._validate(data, call.uploads, editing=sent.payload.get("message"))
+        elif kind == MODAL:
+            # A modal answers a command or a component, never a modal submit; title <= 45, 1-5 rows.
+            if sent.payload["type"] == MODAL_SUBMIT:
+                raise Refused(400, 50035, "Invalid Form Body (a modal cannot answer a modal submit)")
+            if not 1 <= len(data.get("title") or "") <= 45 or not 1 <= len(data.get("custom_id") or "") <= 100:
+                raise Refused(400, 50035, "Invalid Form Body (modal title 1-45, custom_id 1-100)")
+            if not 1 <= len(data.get("components") or []) <= 5:
+                raise Refused(400, 50035, "Invalid Form Body (a modal has 1-5 components)")
         elif kind not in (DEFERRED_CHANNEL_MESSAGE, DEFERRED_UPDATE_MESSAGE):
             raise Refused(400, 50035, f"Invalid Form Body (callback type {kind})")
         if kind in (DEFERRED_UPDATE_MESSAGE, UPDATE_MESSAGE) and sent.payload["type"] != 3:
@@ -752,6 +837,9 @@ class FakeDiscord:
             "response_message_ephemeral": bool(flags & EPHEMERAL),
         }
         answer: dict[str, Any] = {"interaction": interaction}
+        if kind == MODAL:
+            self.modals[call.token] = data
+            return self._json(answer)
         if kind in (CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE):
             payload = data if kind == CHANNEL_MESSAGE else {"flags": flags | LOADING}
             message = self._new_message(payload, call.uploads, token=call.token, ephemeral=bool(flags & EPHEMERAL))
@@ -833,17 +921,23 @@ class FakeDiscord:
             if key in body and body[key] is not None:
                 message[key] = body[key]
         if "attachments" in body or uploads:
-            message["attachments"] = [
-                {
-                    "id": str(next(self._ids)),
-                    "filename": upload.filename,
-                    "size": len(upload.data),
-                    "url": f"https://cdn.fake/{upload.filename}",
-                    "proxy_url": f"https://media.fake/{upload.filename}",
-                    "content_type": upload.content_type,
-                }
-                for upload in uploads
-            ]
+            message["attachments"] = []
+            for upload in uploads:
+                # Served by this fake at /attachments/..., standing in for Discord's CDN (cdn.discordapp.com).
+                attachment_id = str(next(self._ids))
+                url = f"http://127.0.0.1:{self.port}/attachments/{attachment_id}/{upload.filename}"
+                self.cdn_files[attachment_id] = upload
+                message["attachments"].append(
+                    {
+                        "id": attachment_id,
+                        "filename": upload.filename,
+                        "size": len(upload.data),
+                        "url": url,
+                        "proxy_url": url,
+                        # Discord names the type from the file itself, not from the multipart part's header.
+                        "content_type": "image/png" if upload.is_png else upload.content_type,
+                    }
+                )
         message["edited_timestamp"] = datetime.now(UTC).isoformat()
 
 

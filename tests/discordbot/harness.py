@@ -27,7 +27,8 @@ def is_final(call: Call) -> bool:
         return True
     if call.route == "callback":
         return (call.json or {}).get("type") == 4
-    return call.route == "edit_message" and bool(call.uploads)
+    # A live preview (preview-ID.png) is an edit with an upload too, but not the answer.
+    return call.route == "edit_message" and bool(call.uploads) and not call.uploads[0].filename.startswith("preview-")
 
 
 async def _cancel_leftovers() -> None:

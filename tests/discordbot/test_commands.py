@@ -6,7 +6,7 @@ from django.core.management import CommandError, call_command
 from discordbot.models import Generation
 from discordbot.services import generation_reserve
 
-EXPECTED = {"redeem", "balance", "history", "buy", "generate", "help"}
+EXPECTED = {"redeem", "balance", "history", "buy", "generate", "edit", "settings", "help"}
 
 
 @pytest.fixture
@@ -40,8 +40,13 @@ def test_synccommands_registers_every_command_globally(harness, discord_token, f
         "Medium \N{MIDDLE DOT} 1-2 credits",
         "High \N{MIDDLE DOT} 3-4 credits",
     ]
+    assert generate["count"]["type"] == 4 and (generate["count"]["min_value"], generate["count"]["max_value"]) == (1, 4)
+    assert generate["private"]["type"] == 5 and not generate["private"]["required"]
+    edit = {option["name"]: option for option in commands["edit"]["options"]}
+    assert edit["image"]["type"] == 11 and edit["image"]["required"]
+    assert all(edit[name]["type"] == 11 and not edit[name]["required"] for name in ("image2", "image4", "markup"))
     assert commands["redeem"]["description"] == "Add a voucher's credits to your balance."
-    assert "Synced 6 command(s) globally" in capsys.readouterr().out
+    assert "Synced 8 command(s) globally" in capsys.readouterr().out
     assert harness.discord.identifies == 0  # HTTP only: no gateway session
     # A one-off command must not refund what a running bot is working on.
     assert Generation.objects.get(pk=in_flight).status == Generation.Status.QUEUED

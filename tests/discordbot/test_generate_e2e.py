@@ -10,8 +10,10 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
+from discordbot.images import ImageBatch, ImageJob, ImageSlot
 from discordbot.models import Generation
 from discordbot.services import generation_reserve
+from discordbot.spend import ImageUsage
 from tests.discordbot.fake_discord import EPHEMERAL, Call, Sent
 from tests.discordbot.fake_openai import tiny_png
 from tests.discordbot.harness import BotHarness
@@ -68,8 +70,10 @@ def test_generate_posts_a_png_with_prompt_cost_and_buttons_but_not_the_balance(
     assert_image(answer)
     assert "**Prompt:** a red fox in the snow" in answer.content
     assert "1 credit" in answer.content and "left" not in answer.content and "2 credits" not in answer.content
-    regenerate, delete = answer.buttons
+    regenerate, edit, vary, delete = answer.buttons
     generation = Generation.objects.get()
+    assert edit["custom_id"] == f"editprompt:{generation.pk}" and edit["label"] == "Edit (1 credit)"
+    assert vary["custom_id"] == f"vary:{generation.pk}" and vary["label"] == "Vary (2 credits)"
     assert regenerate["custom_id"] == f"regenerate:{generation.pk}" and regenerate["label"] == "Regenerate"
     assert delete["custom_id"] == f"delete:{generation.pk}"
     bot.wait_for(lambda: Generation.objects.filter(status=Generation.Status.SUCCEEDED).exists())
@@ -409,13 +413,21 @@ class ProbingBackend:
         finally:
             connections.close_all()
 
-    async def generate(self, *, prompt: str, size: str, quality: str, user_hash: str) -> bytes:
+    def check(self, job: ImageJob) -> None:
+        return None
+
+    async def render(self, job: ImageJob, *, on_preview=None) -> ImageBatch:
         try:
             await asyncio.wait_for(asyncio.shield(asyncio.to_thread(self._grant)), 3)
             self.write_went_through = True
         except TimeoutError:
             self.write_went_through = False
-        return tiny_png()
+        slots = tuple(ImageSlot(index=i, png=tiny_png()) for i in range(job.count))
+        return ImageBatch(model=self.model, slots=slots, usage=ImageUsage(), spend_micro_usd=None)
+
+    async def generate(self, *, prompt: str, size: str, quality: str, user_hash: str) -> bytes:
+        job = ImageJob(operation="generate", prompt=prompt, size=size, quality=quality, user_hash=user_hash)
+        return (await self.render(job)).delivered[0]
 
     async def aclose(self) -> None:
         return None

@@ -415,3 +415,68 @@ class TestRedeemRateLimit:
         with pytest.raises(RedeemRateLimited):
             voucher_redeem_limited(code=voucher_issue(credits=1).code, discord_user_id=USER)
         assert account_balance(discord_user_id=USER) == 4
+
+
+# --- several images per request: a partial delivery refunds exactly the missing ones ---------------------------
+
+
+def _delivering(user: int, *, count: int, delivered: int, quality: str = "high") -> int:
+    from discordbot.services import bot_lease_acquire, bot_process_register, generation_deliver_begin
+    from vouchers.services import credits_grant
+
+    credits_grant(discord_user_id=user, amount=20, memo="test funds")
+    bot_process_register(identity="p1", host="h", pid=1, lease_seconds=120)
+    assert bot_lease_acquire(identity="p1", lease_seconds=120).held
+    reservation = generation_reserve(discord_user_id=user, prompt="four", quality=quality, count=count, owner="p1")
+    assert generation_start(generation_id=reservation.generation_id)
+    assert generation_deliver_begin(
+        generation_id=reservation.generation_id, owner="p1", message_id=9, lease_margin=10, delivered_count=delivered
+    )
+    return reservation.generation_id
+
+
+@pytest.mark.django_db
+def test_recording_a_partial_delivery_refunds_the_missing_images_once(assert_audit_clean):
+    from vouchers.models import LedgerEntry
+    from vouchers.selectors import account_balance
+
+    user = 450_000_000_000_000_001
+    generation_id = _delivering(user, count=4, delivered=3)  # high at 1024x1024: 3 credits each
+
+    assert generation_succeed(generation_id=generation_id)  # e.g. the sweep, after asking Discord
+    assert not generation_succeed(generation_id=generation_id)  # a second recorder changes nothing
+
+    entries = list(LedgerEntry.objects.filter(generation_id=generation_id).order_by("pk").values_list("kind", "delta"))
+    assert entries == [("generate", -12), ("refund", 3)]
+    assert account_balance(discord_user_id=user) == 20 - 9
+    assert Generation.objects.get(pk=generation_id).delivered_count == 3
+    assert_audit_clean()
+
+
+@pytest.mark.django_db
+def test_a_partial_upload_that_never_arrived_is_refunded_in_full_once(assert_audit_clean):
+    from vouchers.models import LedgerEntry
+
+    user = 450_000_000_000_000_002
+    generation_id = _delivering(user, count=4, delivered=2)
+
+    assert generation_fail_and_refund(generation_id=generation_id, error="gone", delivery_checked=True)
+    assert not generation_succeed(generation_id=generation_id)  # settled: a late recorder cannot charge it now
+
+    refunds = list(
+        LedgerEntry.objects.filter(generation_id=generation_id, kind="refund").values_list("delta", flat=True)
+    )
+    assert refunds == [12]
+    assert_audit_clean()
+
+
+@pytest.mark.django_db
+def test_more_delivered_than_asked_for_cannot_begin_delivery():
+    from discordbot.services import generation_deliver_begin
+
+    user = 450_000_000_000_000_003
+    generation_id = _delivering(user, count=2, delivered=2)
+    Generation.objects.filter(pk=generation_id).update(status=Generation.Status.RUNNING, delivered_count=None)
+    assert not generation_deliver_begin(
+        generation_id=generation_id, owner="p1", message_id=9, lease_margin=10, delivered_count=3
+    )
