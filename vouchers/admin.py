@@ -3,8 +3,9 @@
 Every change of credits goes through `vouchers.services` (so the ledger records it); the ledger itself is
 read-only here, as it is everywhere. Each consequential action needs its own permission, checked on every path
 (see `vouchers.admin_base`): issuing (`vouchers.issue_voucher`), voiding (`vouchers.void_voucher`), granting
-(`vouchers.grant_credits`). Codes are shown in full only with `vouchers.see_voucher_code`. Every action records
-who did it, when and why: in the ledger memo for credit movements, and in the admin log for all of them.
+(`vouchers.grant_credits`), debiting (`vouchers.debit_credits`). Codes are shown in full only with
+`vouchers.see_voucher_code`. Every action records who did it, when and why: in the ledger memo for credit
+movements, and in the admin log for all of them.
 """
 
 from django import forms
@@ -30,7 +31,7 @@ from vouchers.models import CreditAccount, LedgerEntry, Voucher
 ISSUE = "vouchers.issue_voucher"
 VOID = "vouchers.void_voucher"
 GRANT = "vouchers.grant_credits"
-DEBIT = "vouchers.debit_credits"  # defined now; the debit/adjust action arrives with the debit service
+DEBIT = "vouchers.debit_credits"
 
 
 def attributed(memo: str, request: HttpRequest) -> str:
@@ -49,6 +50,10 @@ class ReasonForm(forms.Form):
 class GrantCreditsForm(ReasonForm):
     amount = forms.IntegerField(min_value=1, max_value=services.MAX_CREDITS_PER_MOVEMENT, label="Credits")
     field_order = ["amount", "memo"]
+
+
+class DebitCreditsForm(GrantCreditsForm):
+    """The same shape as a grant: how many credits, and why (required; the ledger refuses a debit without one)."""
 
 
 def action_form_page(
@@ -276,7 +281,7 @@ class CreditAccountAdmin(GuardedAdmin):
     exact_code_lookups = ("redeemed_vouchers__code",)
     readonly_fields = ["discord_user_id", "balance", "created_at", "updated_at"]
     inlines = [LedgerEntryInline]
-    actions = ["grant_credits"]
+    actions = ["grant_credits", "debit_credits"]
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:
@@ -355,6 +360,39 @@ class CreditAccountAdmin(GuardedAdmin):
             granted += 1
             self.log_change(request, account, f"Granted {amount} credit(s): {memo}")
         self.message_user(request, f"Granted {amount} credit(s) to {granted} account(s).", messages.SUCCESS)
+        return None
+
+    @admin.action(description="Debit credits from selected accounts", permissions=["debit"])
+    def debit_credits(self, request: HttpRequest, queryset: QuerySet[CreditAccount]) -> HttpResponse | None:
+        require_perm(request, DEBIT)
+        form = DebitCreditsForm(request.POST if "apply" in request.POST else None)
+        if not form.is_valid():
+            return action_form_page(
+                self,
+                request,
+                action="debit_credits",
+                title="Debit credits",
+                intro=(
+                    "Takes credits back (a mistaken grant, abuse). A balance never goes below zero: an account "
+                    "holding less than the amount is refused and keeps its credits. Each debit is a ledger entry "
+                    "carrying your reason and your name."
+                ),
+                form=form,
+                objects=[(a.pk, f"Discord user {a.discord_user_id} (balance {a.balance})") for a in queryset],
+                submit="Debit credits",
+            )
+        amount, memo = form.cleaned_data["amount"], attributed(form.cleaned_data["memo"], request)
+        debited = 0
+        for account in queryset:
+            try:
+                services.credits_debit(discord_user_id=account.discord_user_id, amount=amount, memo=memo)
+            except VoucherError as exc:
+                self.message_user(request, f"{account.discord_user_id}: {exc.message}", messages.ERROR)
+                continue
+            debited += 1
+            self.log_change(request, account, f"Debited {amount} credit(s): {memo}")
+        if debited:
+            self.message_user(request, f"Debited {amount} credit(s) from {debited} account(s).", messages.SUCCESS)
         return None
 
 
