@@ -7,6 +7,7 @@ refunds, duplicate and out-of-order deliveries. `auditcredits` must be clean aft
 import pytest
 
 from discordbot.models import Generation
+from discordbot.services import generation_fail_and_refund
 from storefront.models import Dispute, Order, Refund
 from tests.storefront.conftest import (
     charge_refunded_event,
@@ -18,7 +19,7 @@ from tests.storefront.conftest import (
 )
 from vouchers.errors import VoucherVoid
 from vouchers.models import CreditAccount, LedgerEntry, Voucher
-from vouchers.services import credits_grant, credits_refund, credits_reserve, voucher_redeem
+from vouchers.services import credits_grant, credits_reserve, voucher_redeem
 
 pytestmark = pytest.mark.django_db
 
@@ -178,8 +179,8 @@ def test_dispute_while_generations_are_queued_leaves_nothing_spendable(client, f
 
     deliver(client, dispute_event(fake_stripe.dispute(order.stripe_session_id)))
     assert spendable(account) == (0, 140)
-    for charge in charges:  # the jobs fail or time out: every reservation comes back...
-        credits_refund(entry_id=charge.pk)
+    for charge in charges:  # the jobs fail or time out: every reservation comes back (as the bot does it)...
+        assert generation_fail_and_refund(generation_id=charge.generation_id, error="timed out")
 
     assert spendable(account) == (0, 0)  # ...straight into the debt
     assert_audit_clean()
@@ -218,7 +219,7 @@ def test_full_refund_while_everything_is_queued_keeps_nothing(client, fake_strip
     assert deliver(client, charge_refunded_event(fake_stripe, order.stripe_session_id)).status_code == 200
     assert spendable(account) == (0, 150)
     for charge in charges:
-        credits_refund(entry_id=charge.pk)
+        assert generation_fail_and_refund(generation_id=charge.generation_id, error="timed out")
 
     assert spendable(account) == (0, 0)
     order.refresh_from_db()
