@@ -22,12 +22,12 @@ Only generations whose owner's lease has expired are settled by another process 
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, Q
+from django.db.models import Exists, Q, Sum
 from django.utils import timezone
 
 from discordbot.errors import GenerationError, RedeemRateLimited
@@ -79,6 +79,59 @@ def _require_prompt(prompt: object) -> str:
     return prompt
 
 
+MICROS_PER_DOLLAR = 1_000_000
+SPEND_BUDGET_REACHED = (
+    "Image making is paused for today: the shop's daily image budget has been used up. "
+    "Nothing was charged. Please try again tomorrow (the day turns at midnight UTC)."
+)
+
+
+@dataclass(frozen=True)
+class SpendToday:
+    """Today's (UTC) recorded image spend against the optional daily budget."""
+
+    micros: int
+    budget_micros: int | None  # None: no guard
+
+    @property
+    def reached(self) -> bool:
+        return self.budget_micros is not None and self.micros >= self.budget_micros
+
+
+def spend_today() -> SpendToday:
+    """What the image service charged for generations requested since midnight UTC, and the budget.
+
+    A generation counts on the day it was requested (its figure arrives seconds later); generations without a
+    reported figure count as nothing, so the guard can only be late by what is still unreported.
+    """
+    budget = settings.IMAGE_SPEND_DAILY_BUDGET_USD
+    budget_micros = None if budget is None else int(budget * MICROS_PER_DOLLAR)
+    midnight = timezone.now().astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    spent = Generation.objects.filter(created_at__gte=midnight).aggregate(s=Sum("image_spend_micros"))["s"] or 0
+    return SpendToday(micros=spent, budget_micros=budget_micros)
+
+
+def _spend_guard_check() -> None:
+    if settings.IMAGE_SPEND_DAILY_BUDGET_USD is None:
+        return  # no guard, no query
+    if spend_today().reached:
+        raise GenerationError(SPEND_BUDGET_REACHED, reason="spend_budget")
+
+
+def generation_record_spend(*, generation_id: int, micros: int) -> None:
+    """Record what the image service charged for a generation, in micro-dollars (from the usage it reported).
+
+    One UPDATE; recording again replaces the figure (the same report retried). Refuses a negative or non-integer
+    figure and an unknown generation (GenerationError, nothing written).
+    """
+    if type(micros) is not int or micros < 0:
+        raise GenerationError("An image's spend must be a whole, non-negative number of micro-dollars.", "invalid")
+    if type(generation_id) is not int:
+        raise GenerationError("No such generation.", reason="not_found")
+    if not Generation.objects.filter(pk=generation_id).update(image_spend_micros=micros):
+        raise GenerationError("No such generation.", reason="not_found")
+
+
 def generation_reserve(
     *,
     discord_user_id: int,
@@ -94,11 +147,13 @@ def generation_reserve(
     """Accept a request: create its Generation and take its cost, in one short transaction.
 
     Refuses at once (InsufficientCredits, nothing written) when the balance is short, so a member is never
-    queued for an image they cannot pay for. The debit is a conditional UPDATE, so any number of concurrent
+    queued for an image they cannot pay for, and (GenerationError "spend_budget", nothing written) once today's
+    image spend has reached the daily budget. The debit is a conditional UPDATE, so any number of concurrent
     requests can never spend more than the balance.
     """
     prompt = _require_prompt(prompt)
     size, quality, cost = generation_price(size=size, quality=quality)
+    _spend_guard_check()
     account_id = CreditAccount.objects.filter(discord_user_id=discord_user_id).values_list("pk", flat=True).first()
     try:
         if account_id is None:
