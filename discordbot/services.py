@@ -22,17 +22,18 @@ Only generations whose owner's lease has expired are settled by another process 
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, Q, Sum
+from django.db.models import Exists, Q
 from django.utils import timezone
 
 from discordbot.errors import GenerationError, RedeemRateLimited
 from discordbot.models import BotProcess, Generation
 from discordbot.replies import plural
+from discordbot.selectors import spend_today
 from vouchers.errors import InsufficientCredits, VoucherError
 from vouchers.models import CreditAccount, LedgerEntry
 from vouchers.selectors import account_balance
@@ -79,39 +80,15 @@ def _require_prompt(prompt: object) -> str:
     return prompt
 
 
-MICROS_PER_DOLLAR = 1_000_000
 SPEND_BUDGET_REACHED = (
     "Image making is paused for today: the shop's daily image budget has been used up. "
     "Nothing was charged. Please try again tomorrow (the day turns at midnight UTC)."
 )
 
 
-@dataclass(frozen=True)
-class SpendToday:
-    """Today's (UTC) recorded image spend against the optional daily budget."""
-
-    micros: int
-    budget_micros: int | None  # None: no guard
-
-    @property
-    def reached(self) -> bool:
-        return self.budget_micros is not None and self.micros >= self.budget_micros
-
-
-def spend_today() -> SpendToday:
-    """What the image service charged for generations requested since midnight UTC, and the budget.
-
-    A generation counts on the day it was requested (its figure arrives seconds later); generations without a
-    reported figure count as nothing, so the guard can only be late by what is still unreported.
-    """
-    budget = settings.IMAGE_SPEND_DAILY_BUDGET_USD
-    budget_micros = None if budget is None else int(budget * MICROS_PER_DOLLAR)
-    midnight = timezone.now().astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    spent = Generation.objects.filter(created_at__gte=midnight).aggregate(s=Sum("image_spend_micros"))["s"] or 0
-    return SpendToday(micros=spent, budget_micros=budget_micros)
-
-
 def _spend_guard_check() -> None:
+    """A soft daily cap, not a balance: read then refuse is enough here. Images already accepted still run, so the
+    day can end over budget by what was in flight (and by figures not yet reported) when it was reached."""
     if settings.IMAGE_SPEND_DAILY_BUDGET_USD is None:
         return  # no guard, no query
     if spend_today().reached:

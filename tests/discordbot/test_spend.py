@@ -9,7 +9,8 @@ from django.utils import timezone
 
 from discordbot.errors import GenerationError
 from discordbot.models import Generation
-from discordbot.services import generation_record_spend, generation_reserve, generation_reserve_again, spend_today
+from discordbot.selectors import spend_today
+from discordbot.services import generation_record_spend, generation_reserve, generation_reserve_again
 from tests.vouchers.conftest import nothing_written
 from vouchers.models import CreditAccount, LedgerEntry
 

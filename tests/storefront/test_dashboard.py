@@ -8,12 +8,19 @@ and then moved to known days, so each figure below is worked out by hand in the 
 import csv
 import io
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from django.urls import reverse
 
 from discordbot.models import Generation
-from discordbot.services import generation_fail_and_refund, generation_reserve, generation_start, generation_succeed
+from discordbot.services import (
+    generation_fail_and_refund,
+    generation_record_spend,
+    generation_reserve,
+    generation_start,
+    generation_succeed,
+)
 from storefront.models import Dispute, Order, Refund
 from storefront.payments import RefundInfo
 from storefront.services import DisputeInfo, order_dispute_update, order_refund_apply
@@ -71,8 +78,19 @@ def dispute(order: Order, dispute_id: str, *, opened: str, closed: str = "", out
         Dispute.objects.filter(stripe_dispute_id=dispute_id).update(closed_at=at(closed))
 
 
-def generation(member: int, day: str, *, size: str, quality: str, delivered: bool = True, prompt: str = "a cat"):
+def generation(
+    member: int,
+    day: str,
+    *,
+    size: str,
+    quality: str,
+    delivered: bool = True,
+    prompt: str = "a cat",
+    spend: int | None = None,
+):
     gid = generation_reserve(discord_user_id=member, prompt=prompt, size=size, quality=quality).generation_id
+    if spend is not None:  # what the image service charged, as the pipeline reports it
+        generation_record_spend(generation_id=gid, micros=spend)
     generation_start(generation_id=gid)
     if delivered:
         # The bot marks it delivering (under its lease) before the upload; then Discord has it.
@@ -103,14 +121,16 @@ def history(db):
     services.credits_grant(discord_user_id=ALICE, amount=7, memo="outage")
     LedgerEntry.objects.filter(kind="grant").update(created_at=at("2026-11-06"))  # granted 7
 
-    generation(ALICE, "2026-11-04", size="1024x1024", quality="medium")  # 1
-    generation(ALICE, "2026-11-04", size="1024x1024", quality="medium")  # 1
-    generation(ALICE, "2026-11-15", size="1024x1024", quality="medium", prompt="=HYPERLINK(1)")  # 1
-    generation(ALICE, "2026-11-15", size="1536x1024", quality="high")  # 4
-    generation(ALICE, "2026-11-16", size="1536x1024", quality="medium", delivered=False)  # 2, refunded
+    # Credits charged, and what the image service charged for each (micro-dollars).
+    generation(ALICE, "2026-11-04", size="1024x1024", quality="medium", spend=42_000)  # 1
+    generation(ALICE, "2026-11-04", size="1024x1024", quality="medium", spend=42_000)  # 1
+    generation(ALICE, "2026-11-15", size="1024x1024", quality="medium", prompt="=HYPERLINK(1)", spend=42_000)  # 1
+    generation(ALICE, "2026-11-15", size="1536x1024", quality="high", spend=250_000)  # 4
+    # 2, refunded (made and billed, then its upload failed)
+    generation(ALICE, "2026-11-16", size="1536x1024", quality="medium", delivered=False, spend=63_000)
 
     redeem(b, BOB, "2026-11-10")  # sold 50
-    generation(BOB, "2026-11-11", size="1024x1536", quality="medium")  # 2
+    generation(BOB, "2026-11-11", size="1024x1536", quality="medium")  # 2, its cost never reported
     refund(b, "2026-11-12")  # Bob has 48 left: clawed back 48
     refund(d, "2026-11-02")  # unredeemed: voided, no clawback
 
@@ -175,6 +195,40 @@ def test_figures_for_images(operator, history):
     assert (images.requested, images.delivered, images.delivered_credits) == (6, 5, 1 + 1 + 1 + 4 + 2)
     assert images.by_status == {"succeeded": 5, "refunded": 1}
     assert images.by_size_quality == [("1024x1024", "medium", 3), ("1024x1536", "medium", 1), ("1536x1024", "high", 1)]
+
+
+def test_figures_for_image_cost_and_margin(operator, history):
+    response = dashboard(operator)
+    images, spend = response.context["images"], response.context["spend"]
+
+    # 42,000 x 3 + 250,000 + 63,000 (the refunded one was billed too) = 439,000 micro-dollars; Bob's not reported.
+    assert (images.spend_micros, images.spend_reported, images.spend_not_reported) == (439_000, 5, 1)
+    assert images.delivered_not_reported == 1
+    assert (spend["cost"], spend["per_image"]) == ("$0.44", "$0.0878")  # 439,000 / 5 delivered
+    # USD net $7.00 (see test_figures_for_money) minus $0.439.
+    assert (spend["margin_micros"], spend["margin"]) == (6_561_000, "$6.56")
+    assert spend["other_currencies"] == ["EUR"]
+    html = response.content.decode()
+    assert "1 delivered image without a figure" in html and "sales in EUR are not converted" in html
+
+
+def test_spend_guard_off_and_on_today(operator, settings, db):
+    services.credits_grant(discord_user_id=CAROL, amount=10, memo="test funds")
+    gid = generation_reserve(discord_user_id=CAROL, prompt="today").generation_id
+    generation_record_spend(generation_id=gid, micros=1_250_000)
+
+    settings.IMAGE_SPEND_DAILY_BUDGET_USD = None
+    off = operator.get(DASHBOARD)
+    assert not off.context["spend"]["guard_on"] and "Off (set IMAGE_SPEND_DAILY_BUDGET_USD" in off.content.decode()
+
+    settings.IMAGE_SPEND_DAILY_BUDGET_USD = Decimal("5")
+    under = operator.get(DASHBOARD).context["spend"]
+    assert (under["guard_on"], under["reached"], under["today"], under["budget"]) == (True, False, "$1.2500", "$5.00")
+
+    settings.IMAGE_SPEND_DAILY_BUDGET_USD = Decimal("1.25")
+    reached = operator.get(DASHBOARD)
+    assert reached.context["spend"]["reached"]
+    assert "reached: new /generate requests are refused" in reached.content.decode()
 
 
 def test_a_shorter_period_counts_only_its_days(operator, history):
