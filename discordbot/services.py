@@ -37,7 +37,7 @@ from discordbot.selectors import spend_today
 from vouchers.errors import InsufficientCredits, VoucherError
 from vouchers.models import CreditAccount, LedgerEntry
 from vouchers.selectors import account_balance
-from vouchers.services import Redemption, credits_refund, credits_reserve, voucher_redeem
+from vouchers.services import Redemption, account_name_record, credits_refund, credits_reserve, voucher_redeem
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,27 @@ class Reservation:
     quality: str
     cost: int
     balance: int
+
+
+MEMBER_NAME_THROTTLE_SECONDS = 3600
+
+
+def member_name_seen(*, discord_user_id: int, name: str) -> bool:
+    """A member used a command: remember their Discord name for operators, at most once an hour per member.
+
+    Throttled through the cache (shared by the bot's processes when it is Redis), so a busy member costs one
+    write an hour at most; members without an account are not counted against the hour, so a first /redeem's
+    name is recorded at the member's next command. True when the name was written (if it changed).
+    """
+    key = f"member-name-seen:{discord_user_id}"
+    if cache.get(key) is not None:
+        return False
+    if not CreditAccount.objects.filter(discord_user_id=discord_user_id).exists():
+        return False
+    if not cache.add(key, 1, timeout=MEMBER_NAME_THROTTLE_SECONDS):
+        return False  # another process took this hour's write
+    account_name_record(discord_user_id=discord_user_id, name=name)
+    return True
 
 
 def generation_price(*, size: str | None = None, quality: str | None = None) -> tuple[str, str, int]:
