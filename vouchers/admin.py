@@ -13,6 +13,8 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
 
 from vouchers import services
 from vouchers.admin_base import (
@@ -20,6 +22,7 @@ from vouchers.admin_base import (
     ReadOnlyAdmin,
     column,
     member_id,
+    member_label,
     moment,
     require_perm,
     shown_code,
@@ -217,7 +220,12 @@ class VoucherAdmin(GuardedAdmin):
         return None
 
 
+INLINE_LEDGER_ROWS = 50
+
+
 class LedgerEntryInline(admin.TabularInline):
+    """The account's latest ledger entries (at most INLINE_LEDGER_ROWS; the page links to all of them)."""
+
     model = LedgerEntry
     fk_name = "account"
     ordering = ["-created_at", "-id"]
@@ -238,7 +246,14 @@ class LedgerEntryInline(admin.TabularInline):
         ]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("voucher")
+        entries = super().get_queryset(request).select_related("voucher", "generation")
+        object_id = (request.resolver_match.kwargs if request.resolver_match else {}).get("object_id", "")
+        if not str(object_id).isdigit():
+            return entries.none()
+        # A member of a year's standing has thousands of entries: one bounded page, newest first, by the index on
+        # the account (a formset cannot take a sliced queryset, so the slice is a subquery of ids).
+        latest = LedgerEntry.objects.filter(account_id=int(object_id)).order_by("-created_at", "-id")
+        return entries.filter(pk__in=list(latest.values_list("pk", flat=True)[:INLINE_LEDGER_ROWS]))
 
     def get_readonly_fields(self, request, obj=None):
         return self.get_fields(request, obj)
@@ -271,15 +286,23 @@ class AccountGrantForm(forms.ModelForm):
 
 @admin.register(CreditAccount)
 class CreditAccountAdmin(GuardedAdmin):
-    list_display = ["discord_user_id", "balance", moment("created_at"), moment("updated_at", "last change")]
+    list_display = [
+        member_id("", "member"),
+        "balance",
+        "owed",
+        moment("created_at"),
+        moment("updated_at", "last change"),
+    ]
     search_fields = [
         "discord_user_id",
+        "discord_name",
         "redeemed_vouchers__code",
         "redeemed_vouchers__order__email",
     ]
     code_search_fields = ("redeemed_vouchers__code",)
     exact_code_lookups = ("redeemed_vouchers__code",)
-    readonly_fields = ["discord_user_id", "balance", "created_at", "updated_at"]
+    member_id_lookup = "discord_user_id"
+    readonly_fields = ["discord_user_id", "discord_name", "balance", "owed", "created_at", "updated_at", "ledger"]
     inlines = [LedgerEntryInline]
     actions = ["grant_credits", "debit_credits"]
 
@@ -298,6 +321,13 @@ class CreditAccountAdmin(GuardedAdmin):
 
     def get_inlines(self, request, obj=None):
         return self.inlines if obj is not None else []
+
+    @admin.display(description="ledger")
+    def ledger(self, account: CreditAccount) -> str:
+        url = reverse("admin:vouchers_ledgerentry_changelist") + f"?account__id__exact={account.pk}"
+        count = LedgerEntry.objects.filter(account=account).count()
+        shown = min(count, INLINE_LEDGER_ROWS)
+        return format_html('{} entries; the latest {} below. <a href="{}">All of them</a>', count, shown, url)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(GRANT)  # the add form is a grant
@@ -346,7 +376,7 @@ class CreditAccountAdmin(GuardedAdmin):
                 title="Grant credits",
                 intro="Each grant is a ledger entry carrying your reason and your name.",
                 form=form,
-                objects=[(a.pk, f"Discord user {a.discord_user_id} (balance {a.balance})") for a in queryset],
+                objects=[(a.pk, f"{member_label(a)} (balance {a.balance})") for a in queryset],
                 submit="Grant credits",
             )
         amount, memo = form.cleaned_data["amount"], attributed(form.cleaned_data["memo"], request)
@@ -378,7 +408,7 @@ class CreditAccountAdmin(GuardedAdmin):
                     "carrying your reason and your name."
                 ),
                 form=form,
-                objects=[(a.pk, f"Discord user {a.discord_user_id} (balance {a.balance})") for a in queryset],
+                objects=[(a.pk, f"{member_label(a)} (balance {a.balance})") for a in queryset],
                 submit="Debit credits",
             )
         amount, memo = form.cleaned_data["amount"], attributed(form.cleaned_data["memo"], request)
@@ -399,7 +429,8 @@ class CreditAccountAdmin(GuardedAdmin):
 @admin.register(LedgerEntry)
 class LedgerEntryAdmin(ReadOnlyAdmin):
     list_filter = ["kind", "created_at"]
-    search_fields = ["account__discord_user_id", "voucher__code", "memo"]
+    search_fields = ["account__discord_user_id", "account__discord_name", "voucher__code", "memo"]
+    member_id_lookup = "account__discord_user_id"
     # A memo may hold a code ("Redeemed K7QH-..."), so a substring search of memos would reveal it too.
     code_search_fields = ("voucher__code", "memo")
     exact_code_lookups = ("voucher__code",)
