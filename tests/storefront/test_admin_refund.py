@@ -211,3 +211,37 @@ def test_fake_stripe_refuses_what_stripe_refuses(fake_stripe, order):
 
     assert (unknown.value.code, missing.value.code) == ("parameter_unknown", "resource_missing")
     assert (too_large.value.code, already.value.code) == ("amount_too_large", "charge_already_refunded")
+
+
+# --- the test-mode backend refunds locally, with the same rules ------------------------------------------------
+
+
+@pytest.fixture
+def test_mode_order(client, settings, pack) -> Order:
+    settings.DEBUG = True
+    settings.PAYMENTS_BACKEND = "test"
+    settings.STRIPE_API_BASE = "http://127.0.0.1:9"  # any call to "Stripe" would fail loudly
+    order = start_checkout(client, pack)
+    client.post(f"/checkout/test/{order.stripe_session_id}/", {"action": "pay", "email": "dev@example.com"})
+    order.refresh_from_db()
+    assert order.status == "paid" and order.payment_intent_id.startswith("pi_localtest_")
+    voucher_redeem(code=Voucher.objects.get(order=order).code, discord_user_id=MEMBER)
+    return order
+
+
+def test_test_mode_refunds_locally_once_and_refuses_more_than_is_left(test_mode_order, refunder, assert_audit_clean):
+    data = form(refunder, test_mode_order, "6.00")
+
+    assert refunder.post(refund_url(test_mode_order), data).status_code == 302
+    assert refunder.post(refund_url(test_mode_order), data).status_code == 302  # double submit
+    [refund] = Refund.objects.all()
+    assert refund.stripe_refund_id.startswith("re_localtest_") and (refund.amount, refund.credits) == (600, 75)
+    assert balance() == (75, 0)
+
+    with nothing_written():
+        too_much = refunder.post(refund_url(test_mode_order), form(refunder, test_mode_order, "6.01"))
+    assert too_much.status_code == 400
+    assert refunder.post(refund_url(test_mode_order), form(refunder, test_mode_order, "6.00")).status_code == 302
+    test_mode_order.refresh_from_db()
+    assert (test_mode_order.status, Refund.objects.count(), balance()) == ("refunded", 2, (0, 0))
+    assert_audit_clean()
