@@ -1,8 +1,9 @@
-"""Members' Discord names for operators: when a member with an account uses a command (or a button), the bot
-records their name ("Display (@username)") on the account, at most once an hour per member.
+"""Members' Discord names for operators: when a member with an account has used a command, the bot records
+their name ("Display (@username)") on the account, at most once an hour per member.
 
-A listener, not a command: it runs as its own task beside the command it saw, so it never delays an answer,
-and a failure here is logged and otherwise ignored.
+A listener on interactions, not a command. It listens for a command's completion rather than its arrival: by
+then the command has answered (its own database work comes first and is never slowed or disturbed by this
+one), and a first /redeem has created the account. It runs as its own task; a failure is logged and ignored.
 """
 
 import logging
@@ -16,14 +17,11 @@ from storefront.tokens import discord_name_label
 
 log = logging.getLogger(__name__)
 
-# Autocomplete fires on every keystroke and pings carry no member: only commands and components count.
-COUNTED = (discord.InteractionType.application_command, discord.InteractionType.component)
-
 
 class Members(commands.Cog):
     @commands.Cog.listener()
-    async def on_interaction(self, interaction: discord.Interaction) -> None:
-        if interaction.type not in COUNTED or interaction.user is None or interaction.user.bot:
+    async def on_app_command_completion(self, interaction: discord.Interaction, command: object) -> None:
+        if interaction.user is None or interaction.user.bot:
             return
         user = interaction.user
         name = discord_name_label(username=user.name, display_name=user.display_name)
