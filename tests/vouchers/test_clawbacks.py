@@ -5,6 +5,7 @@ then the rules: what cannot be taken now is owed, and every credit that arrives 
 """
 
 import pytest
+from django.db import transaction
 
 from discordbot.models import Generation
 from tests.vouchers.conftest import nothing_written
@@ -36,6 +37,14 @@ def reserve(amount: int, discord_user_id: int = ALICE) -> LedgerEntry:
     return services.credits_reserve(discord_user_id=discord_user_id, amount=amount, generation_id=generation.pk)
 
 
+def refund_job(charge: LedgerEntry) -> LedgerEntry:
+    """What the bot does when a job fails: the generation ends `refunded` and its charge comes back, together
+    (the audit flags a generation still in flight whose charge was refunded)."""
+    with transaction.atomic():
+        Generation.objects.filter(pk=charge.generation_id).update(status=Generation.Status.REFUNDED)
+        return services.credits_refund(entry_id=charge.pk)
+
+
 def kinds(discord_user_id: int = ALICE) -> list[tuple[str, int]]:
     return list(
         LedgerEntry.objects.filter(account__discord_user_id=discord_user_id).order_by("pk").values_list("kind", "delta")
@@ -56,7 +65,7 @@ def test_attack_refund_while_everything_is_queued_then_queue_refunds_keeps_nothi
     assert (clawback.status, clawback.taken, clawback.owed) == (Clawback.Status.TAKEN, 0, 50)
     assert account().owed == 50
     for charge in charges:  # a blocked prompt, a queue timeout, a restart: each reservation comes back
-        services.credits_refund(entry_id=charge.pk)
+        refund_job(charge)
     assert account_balance(discord_user_id=ALICE) == 0
     assert account().owed == 0
     assert kinds().count(("repay", -10)) == 5
@@ -70,7 +79,7 @@ def test_attack_refund_while_some_are_queued_takes_the_balance_now_and_the_rest_
     services.voucher_claw_back(voucher_id=voucher.pk, credits=10, cause="refund re_1")
     assert (account_balance(discord_user_id=ALICE), account().owed) == (0, 9)
 
-    services.credits_refund(entry_id=queued.pk)
+    refund_job(queued)
     assert (account_balance(discord_user_id=ALICE), account().owed) == (0, 0)
     assert kinds() == [("redeem", 10), ("generate", -9), ("clawback", -1), ("refund", 9), ("repay", -9)]
     assert_audit_clean()
@@ -99,7 +108,7 @@ def test_every_credit_that_arrives_pays_the_debt_first(source: str, assert_audit
         redemption = services.voucher_redeem(code=services.voucher_issue(credits=4).code, discord_user_id=ALICE)
         assert (redemption.credits, redemption.debt_repaid, redemption.balance) == (4, 4, 0)
     else:
-        services.credits_refund(entry_id=queued.pk)
+        refund_job(queued)
 
     paid = 10 if source == "refund" else 4
     assert account().owed == 10 - paid
@@ -253,7 +262,7 @@ def test_return_cancels_what_is_still_owed_and_restores_what_was_repaid(assert_a
     # 5 taken + 6 repaid come back; the 9 still owed are forgiven.
     assert (returned.restored, returned.debt_cancelled) == (11, 9)
     assert (account_balance(discord_user_id=ALICE), account().owed) == (11, 0)
-    services.credits_refund(entry_id=queued.pk)
+    refund_job(queued)
     assert account_balance(discord_user_id=ALICE) == 26  # 20 bought + 6 granted, 0 spent
     assert_audit_clean()
 
@@ -320,10 +329,10 @@ def test_a_crash_between_the_credit_and_its_debt_repayment_writes_neither(monkey
 
     monkeypatch.setattr(services, "_repay_debt", crash)
     with nothing_written(), pytest.raises(RuntimeError):
-        services.credits_refund(entry_id=queued.pk)
+        refund_job(queued)
     monkeypatch.undo()
 
-    services.credits_refund(entry_id=queued.pk)  # the bot's retry (or the sweep)
+    refund_job(queued)  # the bot's retry (or the sweep)
     assert (account_balance(discord_user_id=ALICE), account().owed) == (0, 0)
     assert account_owed(discord_user_id=ALICE) == 0
     assert_audit_clean()

@@ -153,6 +153,7 @@ def busy_history() -> dict:
     held = services.credits_reserve(discord_user_id=BOB, amount=6, generation_id=queued.pk)
     services.voucher_claw_back(voucher_id=refunded.pk, credits=10, cause="refund re_bob")  # takes 4, owes 6
     services.credits_refund(entry_id=held.pk)  # pays the debt
+    Generation.objects.filter(pk=queued.pk).update(status="refunded")  # as the bot settles it
     services.credits_grant(discord_user_id=BOB, amount=3, memo="support")
     services.credits_debit(discord_user_id=BOB, amount=1, memo="duplicate grant")
     disputed = services.voucher_issue(credits=7)

@@ -37,5 +37,10 @@ def test_old_clawbacks_get_records_and_the_audit_passes_after_migrating():
     assert new.get_model("vouchers", "LedgerEntry").objects.get(kind="clawback").clawback_id == taken.pk
     held = Clawback.objects.get(voucher_id=voided.pk)
     assert (held.status, held.voided, held.credits) == ("held", True, 7)
+    # The audit is today's code: it reads today's schema, so every later migration (of any app) is applied first,
+    # which also leaves the database as the tests after this one expect it.
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
     broken = {name: problems for name, problems in audit_credits().items() if problems}
     assert not broken, broken
