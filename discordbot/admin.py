@@ -11,7 +11,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from discordbot.models import BotProcess, Generation
-from vouchers.admin_base import ReadOnlyAdmin, moment
+from vouchers.admin_base import ReadOnlyAdmin, member_label, moment
 
 
 def _seconds(delta: timedelta | None) -> str:
@@ -29,12 +29,14 @@ class GenerationAdmin(ReadOnlyAdmin):
         "size",
         "quality",
         "cost",
+        "image_cost",
         "model",
         "waited",
         "took",
     ]
     list_filter = ["status", "model", "size", "quality", "created_at"]
-    search_fields = ["prompt", "account__discord_user_id", "error"]
+    search_fields = ["prompt", "account__discord_user_id", "account__discord_name", "error"]
+    member_id_lookup = "account__discord_user_id"
     list_select_related = ["account"]
     date_hierarchy = "created_at"
     fields = [
@@ -44,6 +46,7 @@ class GenerationAdmin(ReadOnlyAdmin):
         "quality",
         "model",
         "cost",
+        "image_cost",
         "status",
         "error",
         "owner",
@@ -65,8 +68,15 @@ class GenerationAdmin(ReadOnlyAdmin):
         return super().get_queryset(request).select_related("account")
 
     @admin.display(description="Discord user", ordering="account__discord_user_id")
-    def member(self, obj: Generation) -> int:
-        return obj.account.discord_user_id
+    def member(self, obj: Generation) -> str:
+        return member_label(obj.account)
+
+    @admin.display(description="image cost", ordering="image_spend_micros")
+    def image_cost(self, obj: Generation) -> str:
+        """What the image service charged for it, once the pipeline reported it."""
+        if obj.image_spend_micros is None:
+            return "\N{EN DASH}"
+        return f"${obj.image_spend_micros / 1_000_000:.4f}"
 
     @admin.display(description="prompt")
     def short_prompt(self, obj: Generation) -> str:

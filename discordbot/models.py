@@ -48,6 +48,9 @@ class Generation(models.Model):
     channel_id = models.BigIntegerField(null=True, blank=True)
     # The message that carries (or, while delivering, is being given) the image.
     message_id = models.BigIntegerField(null=True, blank=True)
+    # What the image service charged for it, in micro-dollars (from the usage the backend reports and the price
+    # table); null until reported. Counted by the dashboard and the daily spend guard.
+    image_spend_micros = models.BigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
@@ -62,6 +65,10 @@ class Generation(models.Model):
                 condition=Q(delivered_count__isnull=True)
                 | (Q(delivered_count__gte=1) & Q(delivered_count__lte=F("count"))),
                 name="generation_delivered_within_count",
+            ),
+            models.CheckConstraint(
+                condition=Q(image_spend_micros__isnull=True) | Q(image_spend_micros__gte=0),
+                name="generation_image_spend_non_negative",
             ),
         ]
 

@@ -40,6 +40,7 @@ from discordbot.services import (
     generation_deliver_begin,
     generation_fail_and_refund,
     generation_price,
+    generation_record_spend,
     generation_reserve,
     generation_reserve_again,
     generation_start,
@@ -470,9 +471,20 @@ class GenerationPipeline:
             log.exception("Generation #%s failed unexpectedly", generation_id)
             await self._refund(interaction, reservation, "error", UNEXPECTED)
             return
-        # SPEND: the lead wires `generation_record_spend(generation_id=..., micros=batch.spend_micro_usd)` here.
+        await self._record_spend(generation_id, batch)
         self._tasks[asyncio.current_task()] = "delivering"
         await self._deliver(interaction, reservation, public, batch.delivered)
+
+    async def _record_spend(self, generation_id: int, batch: ImageBatch) -> None:
+        # What the image service charged (from the usage it reported), for the dashboard and the daily spend guard.
+        # Unknown (an unpriced model) stays NULL rather than zero. A database hiccup here must not cost the member
+        # the image they paid for: it is logged and the delivery goes ahead.
+        if batch.spend_micro_usd is None:
+            return
+        try:
+            await run_service(generation_record_spend, generation_id=generation_id, micros=batch.spend_micro_usd)
+        except DatabaseError:
+            log.warning("Could not record the image spend of generation #%s", generation_id, exc_info=True)
 
     async def _make(
         self,

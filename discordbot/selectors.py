@@ -2,10 +2,12 @@
 money dashboard and its CSV export."""
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
-from django.db.models import Count, QuerySet, Sum
+from django.conf import settings
+from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
+from django.utils import timezone
 
 from discordbot.models import Generation
 from vouchers.selectors import ledger_history
@@ -51,8 +53,16 @@ class ImageFigures:
     delivered_credits: int  # credits spent on images that were delivered
     # (size, quality) -> delivered images, most requested first
     by_size_quality: list[tuple[str, str, int]]
-    # LATER (issue 10, with issue 7/8): what the image service charged per image (from its reported usage and a
-    # price table), total image cost and the margin against revenue.
+    # What the image service charged (micro-dollars) for the period's generations that have a figure, whether
+    # delivered or not (a refunded image may still have been made and billed).
+    spend_micros: int = 0
+    spend_reported: int = 0  # generations with a figure
+    spend_not_reported: int = 0  # generations without one (not made yet, failed before the service, or unreported)
+    delivered_not_reported: int = 0  # delivered images without a figure: the cost above is short by theirs
+
+    @property
+    def spend_per_delivered_micros(self) -> int | None:
+        return self.spend_micros // self.delivered if self.delivered else None
 
 
 def image_figures(*, start: datetime, end: datetime) -> ImageFigures:
@@ -60,7 +70,18 @@ def image_figures(*, start: datetime, end: datetime) -> ImageFigures:
     by_status = {r["status"]: r["n"] for r in generations.values("status").annotate(n=Count("id"))}
     delivered = generations.filter(status=Generation.Status.SUCCEEDED)
     shapes = delivered.values("size", "quality").annotate(n=Count("id")).order_by("-n", "size", "quality")
+    unreported = Q(image_spend_micros__isnull=True)
+    spend = generations.aggregate(
+        micros=Sum("image_spend_micros"),
+        reported=Count("id", filter=~unreported),
+        not_reported=Count("id", filter=unreported),
+        delivered_not_reported=Count("id", filter=unreported & Q(status=Generation.Status.SUCCEEDED)),
+    )
     return ImageFigures(
+        spend_micros=spend["micros"] or 0,
+        spend_reported=spend["reported"],
+        spend_not_reported=spend["not_reported"],
+        delivered_not_reported=spend["delivered_not_reported"],
         requested=sum(by_status.values()),
         by_status=by_status,
         delivered=by_status.get(Generation.Status.SUCCEEDED, 0),
@@ -86,3 +107,31 @@ def generations_in_period(*, start: datetime, end: datetime) -> QuerySet[Generat
         .select_related("account")
         .order_by("created_at", "id")
     )
+
+
+MICROS_PER_DOLLAR = 1_000_000
+
+
+@dataclass(frozen=True)
+class SpendToday:
+    """Today's (UTC) recorded image spend against the optional daily budget (`IMAGE_SPEND_DAILY_BUDGET_USD`)."""
+
+    micros: int
+    budget_micros: int | None  # None: no guard
+
+    @property
+    def reached(self) -> bool:
+        return self.budget_micros is not None and self.micros >= self.budget_micros
+
+
+def spend_today() -> SpendToday:
+    """What the image service charged for generations requested since midnight UTC, and the budget.
+
+    A generation counts on the day it was requested (its figure arrives seconds later); generations without a
+    reported figure count as nothing, so the guard can only be late by what is still unreported.
+    """
+    budget = settings.IMAGE_SPEND_DAILY_BUDGET_USD
+    budget_micros = None if budget is None else int(budget * MICROS_PER_DOLLAR)
+    midnight = timezone.now().astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    spent = Generation.objects.filter(created_at__gte=midnight).aggregate(s=Sum("image_spend_micros"))["s"] or 0
+    return SpendToday(micros=spent, budget_micros=budget_micros)

@@ -33,11 +33,12 @@ from django.utils import timezone
 from discordbot.errors import GenerationError, RedeemRateLimited
 from discordbot.models import BotProcess, Generation, MemberSettings
 from discordbot.replies import plural
+from discordbot.selectors import spend_today
 from vouchers.errors import InsufficientCredits, VoucherError
 from vouchers.models import CreditAccount, LedgerEntry
 from vouchers.pricing import image_cost
 from vouchers.selectors import account_balance
-from vouchers.services import Redemption, credits_refund, credits_reserve, voucher_redeem
+from vouchers.services import Redemption, account_name_record, credits_refund, credits_reserve, voucher_redeem
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,27 @@ class Reservation:
     @property
     def unit_cost(self) -> int:
         return self.cost // self.count
+
+
+MEMBER_NAME_THROTTLE_SECONDS = 3600
+
+
+def member_name_seen(*, discord_user_id: int, name: str) -> bool:
+    """A member used a command: remember their Discord name for operators, at most once an hour per member.
+
+    Throttled through the cache (shared by the bot's processes when it is Redis), so a busy member costs one
+    write an hour at most; members without an account are not counted against the hour, so a first /redeem's
+    name is recorded at the member's next command. True when the name was written (if it changed).
+    """
+    key = f"member-name-seen:{discord_user_id}"
+    if cache.get(key) is not None:
+        return False
+    if not CreditAccount.objects.filter(discord_user_id=discord_user_id).exists():
+        return False
+    if not cache.add(key, 1, timeout=MEMBER_NAME_THROTTLE_SECONDS):
+        return False  # another process took this hour's write
+    account_name_record(discord_user_id=discord_user_id, name=name)
+    return True
 
 
 def generation_price(
@@ -97,6 +119,35 @@ def _require_prompt(prompt: object) -> str:
     return prompt
 
 
+SPEND_BUDGET_REACHED = (
+    "Image making is paused for today: the shop's daily image budget has been used up. "
+    "Nothing was charged. Please try again tomorrow (the day turns at midnight UTC)."
+)
+
+
+def _spend_guard_check() -> None:
+    """A soft daily cap, not a balance: read then refuse is enough here. Images already accepted still run, so the
+    day can end over budget by what was in flight (and by figures not yet reported) when it was reached."""
+    if settings.IMAGE_SPEND_DAILY_BUDGET_USD is None:
+        return  # no guard, no query
+    if spend_today().reached:
+        raise GenerationError(SPEND_BUDGET_REACHED, reason="spend_budget")
+
+
+def generation_record_spend(*, generation_id: int, micros: int) -> None:
+    """Record what the image service charged for a generation, in micro-dollars (from the usage it reported).
+
+    One UPDATE; recording again replaces the figure (the same report retried). Refuses a negative or non-integer
+    figure and an unknown generation (GenerationError, nothing written).
+    """
+    if type(micros) is not int or micros < 0:
+        raise GenerationError("An image's spend must be a whole, non-negative number of micro-dollars.", "invalid")
+    if type(generation_id) is not int:
+        raise GenerationError("No such generation.", reason="not_found")
+    if not Generation.objects.filter(pk=generation_id).update(image_spend_micros=micros):
+        raise GenerationError("No such generation.", reason="not_found")
+
+
 def generation_reserve(
     *,
     discord_user_id: int,
@@ -117,13 +168,15 @@ def generation_reserve(
     transaction. Images that do not come are refunded when the delivery is recorded (`generation_succeed`).
 
     Refuses at once (InsufficientCredits, nothing written) when the balance is short, so a member is never
-    queued for an image they cannot pay for. The debit is a conditional UPDATE, so any number of concurrent
+    queued for an image they cannot pay for, and (GenerationError "spend_budget", nothing written) once today's
+    image spend has reached the daily budget. The debit is a conditional UPDATE, so any number of concurrent
     requests can never spend more than the balance.
     """
     prompt = _require_prompt(prompt)
     size, quality, cost = generation_price(
         size=size, quality=quality, operation=operation, count=count, input_images=input_images
     )
+    _spend_guard_check()
     account_id = CreditAccount.objects.filter(discord_user_id=discord_user_id).values_list("pk", flat=True).first()
     try:
         if account_id is None:

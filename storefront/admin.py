@@ -1,7 +1,8 @@
 """Operator pages for the shop. Packs are editable; orders, disputes and Stripe events are history, so read-only.
 
 Corrections on an order each need their own permission: resending the voucher email
-(`storefront.resend_voucher_email`) now; refunding (`storefront.refund_order`) arrives with the refund service.
+(`storefront.resend_voucher_email`) and refunding it (`storefront.refund_order`, through Stripe, then settled by
+the same function as Stripe's webhook).
 Each order links to its payment in Stripe's dashboard. Codes and Checkout Session ids (which open the page that
 shows the voucher) are masked for users without `vouchers.see_voucher_code`.
 """
@@ -9,6 +10,7 @@ shows the voucher) are masked for users without `vouchers.see_voucher_code`.
 import csv
 import hashlib
 import logging
+from decimal import Decimal
 
 from django import forms
 from django.conf import settings
@@ -21,10 +23,12 @@ from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, path, reverse
 from django.utils.html import format_html
 
+from storefront.errors import CheckoutError
 from storefront.gallery import MAX_IMAGE_BYTES, sample_image_inspect
 from storefront.models import CreditPack, Dispute, LegalPage, Order, SampleImage, StripeEvent
+from storefront.money import ZERO_DECIMAL_CURRENCIES, format_money
 from storefront.selectors import dispute_generation_log
-from storefront.services import voucher_email_send
+from storefront.services import MAX_REFUND_REASON_LENGTH, order_refund, voucher_email_send
 from storefront.spreadsheet import csv_cell
 from vouchers.admin import ReasonForm
 from vouchers.admin_base import GuardedAdmin, ReadOnlyAdmin, column, moment, require_perm, shown_code, shown_secret
@@ -33,7 +37,32 @@ from vouchers.models import Voucher
 logger = logging.getLogger(__name__)
 
 RESEND = "storefront.resend_voucher_email"
-REFUND = "storefront.refund_order"  # defined now; the admin refund arrives with the refund service (issue 10)
+REFUND = "storefront.refund_order"
+
+
+class RefundForm(forms.Form):
+    """How much to refund (in the order's currency, major units) and why. `refunds_seen` travels with the page,
+    so the same form sent twice carries the same idempotency key (see `order_refund`)."""
+
+    amount = forms.DecimalField(min_value=0, decimal_places=2, label="Amount")
+    memo = forms.CharField(
+        max_length=MAX_REFUND_REASON_LENGTH, label="Reason", help_text="Why: recorded with your name."
+    )
+    refunds_seen = forms.IntegerField(min_value=0, widget=forms.HiddenInput)
+
+    def __init__(self, *args, order: Order, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.order = order
+        zero_decimal = order.currency.lower() in ZERO_DECIMAL_CURRENCIES
+        self.fields["amount"].decimal_places = 0 if zero_decimal else 2
+        self.fields["amount"].label = f"Amount ({order.currency.upper()})"
+
+    def clean_amount(self) -> int:
+        value = self.cleaned_data["amount"]
+        minor = int(value if self.order.currency.lower() in ZERO_DECIMAL_CURRENCIES else value * 100)
+        if minor <= 0:
+            raise forms.ValidationError("Refund more than nothing.")
+        return minor
 
 
 def stripe_payment_url(payment_intent_id: str) -> str | None:
@@ -169,11 +198,20 @@ class OrderAdmin(ReadOnlyAdmin):
                 self.admin_site.admin_view(self.resend_email_view),
                 name="storefront_order_resend_email",
             ),
+            path(
+                "<path:object_id>/refund/",
+                self.admin_site.admin_view(self.refund_view),
+                name="storefront_order_refund",
+            ),
             *super().get_urls(),
         ]
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
-        extra_context = {**(extra_context or {}), "can_resend": self.has_resend_permission(request)}
+        extra_context = {
+            **(extra_context or {}),
+            "can_resend": self.has_resend_permission(request),
+            "can_refund": self.has_refund_permission(request),
+        }
         return super().change_view(request, object_id, form_url, extra_context)
 
     def resend_email_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
@@ -212,6 +250,64 @@ class OrderAdmin(ReadOnlyAdmin):
         self.log_change(request, order, f"Voucher email resent to {order.email}: {reason}")
         self.message_user(request, f"Voucher email resent to {order.email}.", messages.SUCCESS)
         return back
+
+    def refund_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Refund (part of) an order: asks how much and why, refunds through Stripe, settles as the webhook does."""
+        require_perm(request, REFUND)
+        order = get_object_or_404(self.get_queryset(request), pk=object_id if object_id.isdigit() else None)
+        back = HttpResponseRedirect(reverse("admin:storefront_order_change", args=[order.pk]))
+        left = order.amount_cents - order.amount_refunded
+        if order.status not in (Order.Status.PAID, Order.Status.REFUNDED) or left <= 0:
+            why = (
+                "it was never paid"
+                if order.status not in (Order.Status.PAID, Order.Status.REFUNDED)
+                else ("it has been refunded in full")
+            )
+            self.message_user(request, f"Order #{order.pk}: nothing to refund, {why}.", messages.ERROR)
+            return back
+        seen = order.refunds.count()
+        initial = {
+            "refunds_seen": seen,
+            "amount": Decimal(left) / (1 if order.currency in ZERO_DECIMAL_CURRENCIES else 100),
+        }
+        form = RefundForm(request.POST if request.method == "POST" else None, initial=initial, order=order)
+        error = ""
+        if form.is_valid():
+            amount, reason = form.cleaned_data["amount"], form.cleaned_data["memo"]
+            try:
+                refund = order_refund(
+                    order_id=order.pk,
+                    amount=amount,
+                    reason=reason,
+                    operator=request.user.get_username(),
+                    refunds_seen=form.cleaned_data["refunds_seen"],
+                )
+            except CheckoutError as exc:
+                error = exc.message
+            else:
+                shown = format_money(refund.amount, order.currency)
+                self.log_change(request, order, f"Refunded {shown} (Stripe refund {refund.stripe_refund_id}): {reason}")
+                self.message_user(
+                    request,
+                    f"Order #{order.pk}: refunded {shown} ({refund.status}); {refund.credits} credit(s) taken back.",
+                    messages.SUCCESS,
+                )
+                return back
+        return TemplateResponse(
+            request,
+            "admin/storefront/order/refund.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": f"Refund order #{order.pk}",
+                "order": order,
+                "form": form,
+                "error": error,
+                "paid": format_money(order.amount_cents, order.currency),
+                "left": format_money(left, order.currency),
+                "opts": self.model._meta,
+            },
+            status=400 if error else 200,
+        )
 
 
 @admin.register(StripeEvent)

@@ -8,6 +8,7 @@ in the exports are masked unless the user may also see codes (`vouchers.see_vouc
 import csv
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 
 from django import forms
 from django.contrib import admin
@@ -79,6 +80,37 @@ def period_from(request: HttpRequest) -> tuple[Period, PeriodForm]:
     return Period(today - timedelta(days=DEFAULT_DAYS - 1), today), form
 
 
+def dollars(micros: int | None, places: int = 2) -> str:
+    """Micro-dollars as US dollars: `1_234_567` -> `$1.23` (or `$1.2346` with `places=4`), sign in front."""
+    if micros is None:
+        return "\N{EN DASH}"
+    value = (Decimal(abs(micros)) / image_selectors.MICROS_PER_DOLLAR).quantize(Decimal(1).scaleb(-places))
+    return f"{'-' if micros < 0 else ''}${value:,}"
+
+
+def image_cost_context(revenue: list, images: image_selectors.ImageFigures) -> dict:
+    """Image cost, per delivered image, margin (USD: net revenue minus image cost), and today's spend guard.
+
+    The image service bills in US dollars; revenue in other currencies is not converted, so the margin is the
+    USD one and says so when other currencies sold too.
+    """
+    usd = next((r for r in revenue if r.currency == "usd"), None)
+    net_micros = (usd.net_cents if usd else 0) * (image_selectors.MICROS_PER_DOLLAR // 100)
+    today = image_selectors.spend_today()
+    return {
+        "cost": dollars(images.spend_micros),
+        "per_image": dollars(images.spend_per_delivered_micros, 4),
+        "margin_micros": net_micros - images.spend_micros,
+        "margin": dollars(net_micros - images.spend_micros),
+        "other_currencies": sorted(r.currency.upper() for r in revenue if r.currency != "usd"),
+        "today": dollars(today.micros, 4),
+        "today_micros": today.micros,
+        "budget": dollars(today.budget_micros) if today.budget_micros is not None else "",
+        "guard_on": today.budget_micros is not None,
+        "reached": today.reached,
+    }
+
+
 def dashboard_view(request: HttpRequest) -> HttpResponse:
     require_perm(request, VIEW_DASHBOARD)
     period, form = period_from(request)
@@ -93,7 +125,15 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
             "paid_orders": r.paid_orders,
             "revenue": money(r.revenue_cents, r.currency),
             "refunded_orders": r.refunded_orders,
+            "refund_count": r.refunds,
             "refunds": money(r.refunds_cents, r.currency),
+            "disputes_opened": r.disputes_opened,
+            "disputes_opened_amount": money(r.disputes_opened_cents, r.currency),
+            "disputes_lost": r.disputes_lost,
+            "disputes_lost_amount": money(r.disputes_lost_cents, r.currency),
+            "disputes_won": r.disputes_won,
+            "disputes_won_amount": money(r.disputes_won_cents, r.currency),
+            "net_cents": r.net_cents,
             "net": money(r.net_cents, r.currency),
             "chart": charts.daily_bars(
                 revenue_daily.get(r.currency, {}),
@@ -116,6 +156,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         "revenue_rows": revenue_rows,
         "credits": credits,
         "images": images,
+        "spend": image_cost_context(revenue, images),
         "spent_chart": charts.daily_bars(
             credit_selectors.credits_spent_daily(start=start, end=end),
             start=period.first,
@@ -177,12 +218,12 @@ def _ledger(request: HttpRequest, period: Period):
 def _generations(request: HttpRequest, period: Period):
     yield [
         "id", "created_at", "started_at", "finished_at", "discord_user_id", "status", "size", "quality", "model",
-        "cost_credits", "prompt", "error", "channel_id", "message_id",
+        "cost_credits", "prompt", "error", "channel_id", "message_id", "image_spend_micros",
     ]  # fmt: skip
     for g in image_selectors.generations_in_period(start=period.start, end=period.end).iterator(chunk_size=1000):
         yield [
             g.pk, g.created_at, g.started_at, g.finished_at, g.account.discord_user_id, g.status, g.size, g.quality,
-            g.model, g.cost, g.prompt, g.error, g.channel_id, g.message_id,
+            g.model, g.cost, g.prompt, g.error, g.channel_id, g.message_id, g.image_spend_micros,
         ]  # fmt: skip
 
 

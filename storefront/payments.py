@@ -10,6 +10,7 @@ Two backends share one small interface, so checkout and fulfilment are the same 
 Neither backend touches the database inside a transaction; callers must not hold one open around them.
 """
 
+import hashlib
 import logging
 import secrets
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from django.conf import settings
 from django.urls import reverse
 
 from storefront.errors import CheckoutError
-from storefront.models import Order
+from storefront.models import Order, Refund
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,8 @@ class PaymentsBackend(Protocol):
 
     def refunds_for_charge(self, *, charge_id: str) -> list[RefundInfo]: ...
 
+    def refund_create(self, *, order: Order, amount: int, key: str, metadata: dict[str, str]) -> RefundInfo: ...
+
 
 def _describe(exc: stripe.StripeError) -> str:
     """What went wrong, for the log, without Stripe's message (it can quote a session id back to us)."""
@@ -98,6 +101,27 @@ def idempotency_key(order: Order) -> str:
     fresh SQLite file against the same Stripe test account), and Stripe remembers keys for 24 hours.
     """
     return f"checkout-order-{order.pk}-{int(order.created_at.timestamp() * 1_000_000)}"
+
+
+def refund_idempotency_key(order: Order, *, nth: int, amount: int) -> str:
+    """One key per (order, n-th refund of it, amount): a double click (the same form sent twice) refunds once.
+
+    `nth` is how many refunds the order had when the operator's form was shown, so a deliberate second refund
+    of the same amount later gets a key of its own; the creation time is there for the reason given above.
+    """
+    return f"refund-order-{order.pk}-{int(order.created_at.timestamp() * 1_000_000)}-{nth}-{amount}"
+
+
+# What Stripe's refusals of a refund mean, in words an operator can act on (Stripe's own message quotes ids).
+_REFUND_REFUSALS = {
+    "amount_too_large": "Stripe refused: that is more than is left to refund on this payment.",
+    "charge_already_refunded": "Stripe refused: this payment has already been refunded in full.",
+    "charge_disputed": "Stripe refused: this payment is disputed; answer the dispute instead of refunding.",
+    "resource_missing": "Stripe does not know this payment (is the key for the right account and mode?).",
+    "idempotency_error": (
+        "This refund was already asked for with different details; reload the order and check its refunds."
+    ),
+}
 
 
 @lru_cache(maxsize=8)
@@ -246,6 +270,26 @@ class StripeBackend:
             raise CheckoutError(PROVIDER_DOWN, http_status=502) from exc
         return [r for r in refunds if r is not None]
 
+    def refund_create(self, *, order: Order, amount: int, key: str, metadata: dict[str, str]) -> RefundInfo:
+        """Refund `amount` of the order's payment. The idempotency key makes a repeated request return the
+        same refund (Stripe remembers keys for 24 hours) instead of refunding twice."""
+        params = {"payment_intent": order.payment_intent_id, "amount": amount, "metadata": metadata}
+        try:
+            refund = self._client().v1.refunds.create(params=params, options={"idempotency_key": key})
+        except (stripe.InvalidRequestError, stripe.IdempotencyError) as exc:
+            logger.warning("Stripe refused a refund of order %s: %s", order.pk, _describe(exc))
+            kind = "idempotency_error" if isinstance(exc, stripe.IdempotencyError) else exc.code
+            message = _REFUND_REFUSALS.get(kind or "", "Stripe refused the refund; see the payment in Stripe.")
+            raise CheckoutError(message, http_status=400) from exc
+        except stripe.StripeError as exc:
+            logger.warning("Could not refund order %s: %s", order.pk, _describe(exc))
+            message = "Stripe could not be reached or failed; nothing is recorded here. Try again in a minute."
+            raise CheckoutError(message, http_status=502) from exc
+        info = refund_info(refund.to_dict())
+        if info is None:
+            raise CheckoutError("Stripe answered the refund with something unexpected.", http_status=502)
+        return info
+
     @staticmethod
     def _parse(session: stripe.checkout.Session) -> CheckoutSession:
         # Stripe objects are not dicts (stripe 16); the plain dict is easier to read defensively.
@@ -318,6 +362,19 @@ class TestModeBackend:
 
     def refunds_for_charge(self, *, charge_id: str) -> list[RefundInfo]:
         return []
+
+    def refund_create(self, *, order: Order, amount: int, key: str, metadata: dict[str, str]) -> RefundInfo:
+        """A local refund: no money moves. Its id is derived from the key, so a repeat is the same refund; like
+        Stripe, it refuses more than is left of the payment."""
+        refund_id = "re_localtest_" + hashlib.sha256(key.encode()).hexdigest()[:24]
+        existing = Refund.objects.filter(stripe_refund_id=refund_id).first()
+        if existing is not None:
+            return RefundInfo(id=refund_id, amount=existing.amount, status=existing.status)
+        if order.status not in (Order.Status.PAID, Order.Status.REFUNDED) or not order.payment_intent_id:
+            raise CheckoutError("This order was never paid; there is nothing to refund.", http_status=400)
+        if amount > order.amount_cents - order.amount_refunded:
+            raise CheckoutError(_REFUND_REFUSALS["amount_too_large"].replace("Stripe", "Test mode"), http_status=400)
+        return RefundInfo(id=refund_id, amount=amount, status="succeeded")
 
     def session_paid(self, *, order: Order, email: str = "") -> CheckoutSession:
         """The session as the test checkout page's Pay button leaves it: complete and paid."""

@@ -4,13 +4,13 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from fractions import Fraction
 
-from django.db.models import Count, QuerySet, Sum
+from django.db.models import Count, F, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.urls import reverse
 from django.utils.safestring import SafeString
 
 from storefront.legal import DEFAULT_BODIES, DEFAULT_TITLES, legal_fill, legal_render
-from storefront.models import CreditPack, Dispute, LegalPage, Order, SampleImage
+from storefront.models import CreditPack, Dispute, LegalPage, Order, Refund, SampleImage
 from vouchers.models import Voucher
 from vouchers.pricing import images_for_credits
 
@@ -95,47 +95,62 @@ def gallery_image(*, pk: int, digest: str) -> SampleImage | None:
 
 @dataclass(frozen=True)
 class RevenueFigures:
-    """One currency's money in a period, in integer minor units."""
+    """One currency's money in a period, in integer minor units.
+
+    Refunds are Stripe refunds (partial ones included) counted on the day they were applied here; a refund that
+    later failed or was canceled is left out, since the money came back. Disputes count on the day they were
+    opened, and on the day they closed (won or lost). Net is revenue minus refunds minus disputes lost: an open
+    dispute's money is held by the bank, not yet gone, and a won one comes back.
+    """
 
     currency: str
     paid_orders: int
     revenue_cents: int  # orders paid in the period, at their purchase amount
-    refunded_orders: int
-    refunds_cents: int  # orders whose refund arrived in the period
-    # LATER (issue 10, with issue 7's Dispute model): disputes opened/lost in the period, and partial refunds.
+    refunds: int = 0  # Stripe refunds applied in the period (not failed)
+    refunds_cents: int = 0
+    refunded_orders: int = 0  # orders with at least one such refund
+    disputes_opened: int = 0
+    disputes_opened_cents: int = 0
+    disputes_lost: int = 0
+    disputes_lost_cents: int = 0
+    disputes_won: int = 0
+    disputes_won_cents: int = 0
 
     @property
     def net_cents(self) -> int:
-        return self.revenue_cents - self.refunds_cents
+        return self.revenue_cents - self.refunds_cents - self.disputes_lost_cents
 
 
 def revenue_figures(*, start: datetime, end: datetime) -> list[RevenueFigures]:
-    """Revenue, refunds and net per currency. A refund counts when it arrived (its voucher's `refunded_at`)."""
-    paid = (
+    """Revenue, refunds, disputes and net per currency (see `RevenueFigures` for what counts when)."""
+    money: dict[str, dict[str, int]] = {}
+
+    def add(rows, n: str, total: str) -> None:
+        for row in rows:
+            money.setdefault(row["currency"], {}).update({n: row["n"], total: row["total"] or 0})
+
+    add(
         Order.objects.filter(paid_at__gte=start, paid_at__lt=end)
         .values("currency")
-        .annotate(n=Count("id"), total=Sum("amount_cents"))
+        .annotate(n=Count("id"), total=Sum("amount_cents")),
+        "paid_orders",
+        "revenue_cents",
     )
-    refunded = (
-        Order.objects.filter(
-            status=Order.Status.REFUNDED, voucher__refunded_at__gte=start, voucher__refunded_at__lt=end
-        )
-        .values("currency")
-        .annotate(n=Count("id"), total=Sum("amount_cents"))
+    refunds = Refund.objects.filter(applied_at__gte=start, applied_at__lt=end, failed_at__isnull=True)
+    add(
+        refunds.values(currency=F("order__currency")).annotate(n=Count("id"), total=Sum("amount")),
+        "refunds",
+        "refunds_cents",
     )
-    money: dict[str, dict[str, int]] = {}
-    for row in paid:
-        money.setdefault(row["currency"], {}).update(paid=row["n"], revenue=row["total"] or 0)
-    for row in refunded:
-        money.setdefault(row["currency"], {}).update(refunded=row["n"], refunds=row["total"] or 0)
+    for row in refunds.values(currency=F("order__currency")).annotate(n=Count("order_id", distinct=True)):
+        money[row["currency"]]["refunded_orders"] = row["n"]
+    disputes = Dispute.objects.values("currency").annotate(n=Count("id"), total=Sum("amount"))
+    add(disputes.filter(created_at__gte=start, created_at__lt=end), "disputes_opened", "disputes_opened_cents")
+    closed = disputes.filter(closed_at__gte=start, closed_at__lt=end)
+    add(closed.filter(status="lost"), "disputes_lost", "disputes_lost_cents")
+    add(closed.filter(status__in=Dispute.RETURNING_STATUSES), "disputes_won", "disputes_won_cents")
     return [
-        RevenueFigures(
-            currency=currency,
-            paid_orders=m.get("paid", 0),
-            revenue_cents=m.get("revenue", 0),
-            refunded_orders=m.get("refunded", 0),
-            refunds_cents=m.get("refunds", 0),
-        )
+        RevenueFigures(currency=currency, **{"paid_orders": 0, "revenue_cents": 0, **m})
         for currency, m in sorted(money.items())
     ]
 

@@ -41,6 +41,7 @@ from storefront.payments import (
     TestModeBackend,
     payments_backend,
     payments_test_mode,
+    refund_idempotency_key,
 )
 from storefront.tokens import BuyTokenError, buy_token_open
 from vouchers.errors import VoucherError
@@ -446,6 +447,43 @@ def order_refund_apply(*, order_id: int, refund: RefundInfo) -> Refund:
     record.refresh_from_db()
     logger.info("Order %s: refund %s is %s; %s credits taken back.", order.pk, record.pk, record.status, record.credits)
     return record
+
+
+MAX_REFUND_REASON_LENGTH = 300
+
+
+def order_refund(*, order_id: int, amount: int, reason: str, operator: str, refunds_seen: int) -> Refund:
+    """An operator refunds `amount` (minor units) of an order: Stripe's refund API, then Stripe's own settlement.
+
+    The refund is created at the payments backend with no transaction open, under an idempotency key derived
+    from the order, the amount and `refunds_seen` (how many refunds the order had when the operator's form was
+    shown), so the same form sent twice refunds once. What Stripe returns is then settled by
+    `order_refund_apply`, the very function `charge.refunded` and `charge.refund.updated` call: the refund's id
+    is recorded once, so the webhook that follows for it changes nothing. Refuses (writes nothing, calls
+    nothing) an unpaid order, an amount outside what is left, or a missing reason.
+    """
+    reason = reason.strip() if isinstance(reason, str) else ""
+    if not reason:
+        raise CheckoutError("Say why: the reason is recorded with the refund.", http_status=400)
+    if len(reason) > MAX_REFUND_REASON_LENGTH:
+        raise CheckoutError(f"The reason is too long (at most {MAX_REFUND_REASON_LENGTH} characters).")
+    order = Order.objects.filter(pk=order_id).first() if type(order_id) is int else None
+    if order is None:
+        raise CheckoutError("No such order.", http_status=404)
+    if order.status not in (Order.Status.PAID, Order.Status.REFUNDED) or not order.payment_intent_id:
+        raise CheckoutError("This order was never paid; there is nothing to refund.", http_status=400)
+    left = order.amount_cents - order.amount_refunded
+    if left <= 0:
+        raise CheckoutError("This order has been refunded in full already.", http_status=400)
+    if type(amount) is not int or not 0 < amount <= left:
+        raise CheckoutError(f"The amount must be from 1 to {left} (what is left of the payment).", http_status=400)
+    if type(refunds_seen) is not int or refunds_seen < 0:
+        raise CheckoutError("Reload the order and try again.", http_status=400)
+    key = refund_idempotency_key(order, nth=refunds_seen, amount=amount)
+    metadata = {"order_id": str(order.pk), "operator": operator[:150], "reason": reason}
+    refund = payments_backend().refund_create(order=order, amount=amount, key=key, metadata=metadata)
+    logger.info("Order %s: refund %s of %s asked for by an operator.", order.pk, refund.id, refund.amount)
+    return order_refund_apply(order_id=order.pk, refund=refund)
 
 
 def refund_cause(refund_id: str) -> str:

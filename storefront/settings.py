@@ -8,6 +8,7 @@ loudly on a production configuration that would use them (see `storefront/checks
 import os
 import tempfile
 from datetime import timedelta
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import environ
@@ -288,6 +289,15 @@ GENERATION_STALE_SECONDS = env.int("GENERATION_STALE_SECONDS", default=1800)
 GENERATION_SWEEP_INTERVAL_SECONDS = env.int("GENERATION_SWEEP_INTERVAL_SECONDS", default=300)
 # Retries of the openai client on 408/409/429/5xx, timeouts and connection errors.
 OPENAI_MAX_RETRIES = env.int("OPENAI_MAX_RETRIES", default=2)
+# The spend guard: once the image service's recorded charges for generations requested today (UTC) reach this
+# many US dollars, new /generate requests are refused before anything is charged. Empty: no guard.
+_budget = env.str("IMAGE_SPEND_DAILY_BUDGET_USD", default="").strip()
+try:
+    IMAGE_SPEND_DAILY_BUDGET_USD = Decimal(_budget) if _budget else None
+except InvalidOperation:
+    raise ImproperlyConfigured("IMAGE_SPEND_DAILY_BUDGET_USD must be a number of dollars, e.g. 25 or 12.50.") from None
+if IMAGE_SPEND_DAILY_BUDGET_USD is not None and not (IMAGE_SPEND_DAILY_BUDGET_USD >= 0):
+    raise ImproperlyConfigured("IMAGE_SPEND_DAILY_BUDGET_USD must not be negative (leave it empty for no guard).")
 # Seconds the placeholder backend pretends to work (for demos and the concurrency bench).
 PLACEHOLDER_DELAY_SECONDS = env.float("PLACEHOLDER_DELAY_SECONDS", default=0)
 

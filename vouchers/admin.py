@@ -3,8 +3,9 @@
 Every change of credits goes through `vouchers.services` (so the ledger records it); the ledger itself is
 read-only here, as it is everywhere. Each consequential action needs its own permission, checked on every path
 (see `vouchers.admin_base`): issuing (`vouchers.issue_voucher`), voiding (`vouchers.void_voucher`), granting
-(`vouchers.grant_credits`). Codes are shown in full only with `vouchers.see_voucher_code`. Every action records
-who did it, when and why: in the ledger memo for credit movements, and in the admin log for all of them.
+(`vouchers.grant_credits`), debiting (`vouchers.debit_credits`). Codes are shown in full only with
+`vouchers.see_voucher_code`. Every action records who did it, when and why: in the ledger memo for credit
+movements, and in the admin log for all of them.
 """
 
 from django import forms
@@ -12,6 +13,8 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
 
 from vouchers import services
 from vouchers.admin_base import (
@@ -19,6 +22,7 @@ from vouchers.admin_base import (
     ReadOnlyAdmin,
     column,
     member_id,
+    member_label,
     moment,
     require_perm,
     shown_code,
@@ -30,7 +34,7 @@ from vouchers.models import CreditAccount, LedgerEntry, Voucher
 ISSUE = "vouchers.issue_voucher"
 VOID = "vouchers.void_voucher"
 GRANT = "vouchers.grant_credits"
-DEBIT = "vouchers.debit_credits"  # defined now; the debit/adjust action arrives with the debit service
+DEBIT = "vouchers.debit_credits"
 
 
 def attributed(memo: str, request: HttpRequest) -> str:
@@ -49,6 +53,10 @@ class ReasonForm(forms.Form):
 class GrantCreditsForm(ReasonForm):
     amount = forms.IntegerField(min_value=1, max_value=services.MAX_CREDITS_PER_MOVEMENT, label="Credits")
     field_order = ["amount", "memo"]
+
+
+class DebitCreditsForm(GrantCreditsForm):
+    """The same shape as a grant: how many credits, and why (required; the ledger refuses a debit without one)."""
 
 
 def action_form_page(
@@ -212,7 +220,12 @@ class VoucherAdmin(GuardedAdmin):
         return None
 
 
+INLINE_LEDGER_ROWS = 50
+
+
 class LedgerEntryInline(admin.TabularInline):
+    """The account's latest ledger entries (at most INLINE_LEDGER_ROWS; the page links to all of them)."""
+
     model = LedgerEntry
     fk_name = "account"
     ordering = ["-created_at", "-id"]
@@ -233,7 +246,14 @@ class LedgerEntryInline(admin.TabularInline):
         ]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("voucher")
+        entries = super().get_queryset(request).select_related("voucher", "generation")
+        object_id = (request.resolver_match.kwargs if request.resolver_match else {}).get("object_id", "")
+        if not str(object_id).isdigit():
+            return entries.none()
+        # A member of a year's standing has thousands of entries: one bounded page, newest first, by the index on
+        # the account (a formset cannot take a sliced queryset, so the slice is a subquery of ids).
+        latest = LedgerEntry.objects.filter(account_id=int(object_id)).order_by("-created_at", "-id")
+        return entries.filter(pk__in=list(latest.values_list("pk", flat=True)[:INLINE_LEDGER_ROWS]))
 
     def get_readonly_fields(self, request, obj=None):
         return self.get_fields(request, obj)
@@ -266,17 +286,25 @@ class AccountGrantForm(forms.ModelForm):
 
 @admin.register(CreditAccount)
 class CreditAccountAdmin(GuardedAdmin):
-    list_display = ["discord_user_id", "balance", moment("created_at"), moment("updated_at", "last change")]
+    list_display = [
+        member_id("", "member"),
+        "balance",
+        "owed",
+        moment("created_at"),
+        moment("updated_at", "last change"),
+    ]
     search_fields = [
         "discord_user_id",
+        "discord_name",
         "redeemed_vouchers__code",
         "redeemed_vouchers__order__email",
     ]
     code_search_fields = ("redeemed_vouchers__code",)
     exact_code_lookups = ("redeemed_vouchers__code",)
-    readonly_fields = ["discord_user_id", "balance", "created_at", "updated_at"]
+    member_id_lookup = "discord_user_id"
+    readonly_fields = ["discord_user_id", "discord_name", "balance", "owed", "created_at", "updated_at", "ledger"]
     inlines = [LedgerEntryInline]
-    actions = ["grant_credits"]
+    actions = ["grant_credits", "debit_credits"]
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:
@@ -293,6 +321,13 @@ class CreditAccountAdmin(GuardedAdmin):
 
     def get_inlines(self, request, obj=None):
         return self.inlines if obj is not None else []
+
+    @admin.display(description="ledger")
+    def ledger(self, account: CreditAccount) -> str:
+        url = reverse("admin:vouchers_ledgerentry_changelist") + f"?account__id__exact={account.pk}"
+        count = LedgerEntry.objects.filter(account=account).count()
+        shown = min(count, INLINE_LEDGER_ROWS)
+        return format_html('{} entries; the latest {} below. <a href="{}">All of them</a>', count, shown, url)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(GRANT)  # the add form is a grant
@@ -341,7 +376,7 @@ class CreditAccountAdmin(GuardedAdmin):
                 title="Grant credits",
                 intro="Each grant is a ledger entry carrying your reason and your name.",
                 form=form,
-                objects=[(a.pk, f"Discord user {a.discord_user_id} (balance {a.balance})") for a in queryset],
+                objects=[(a.pk, f"{member_label(a)} (balance {a.balance})") for a in queryset],
                 submit="Grant credits",
             )
         amount, memo = form.cleaned_data["amount"], attributed(form.cleaned_data["memo"], request)
@@ -357,11 +392,45 @@ class CreditAccountAdmin(GuardedAdmin):
         self.message_user(request, f"Granted {amount} credit(s) to {granted} account(s).", messages.SUCCESS)
         return None
 
+    @admin.action(description="Debit credits from selected accounts", permissions=["debit"])
+    def debit_credits(self, request: HttpRequest, queryset: QuerySet[CreditAccount]) -> HttpResponse | None:
+        require_perm(request, DEBIT)
+        form = DebitCreditsForm(request.POST if "apply" in request.POST else None)
+        if not form.is_valid():
+            return action_form_page(
+                self,
+                request,
+                action="debit_credits",
+                title="Debit credits",
+                intro=(
+                    "Takes credits back (a mistaken grant, abuse). A balance never goes below zero: an account "
+                    "holding less than the amount is refused and keeps its credits. Each debit is a ledger entry "
+                    "carrying your reason and your name."
+                ),
+                form=form,
+                objects=[(a.pk, f"{member_label(a)} (balance {a.balance})") for a in queryset],
+                submit="Debit credits",
+            )
+        amount, memo = form.cleaned_data["amount"], attributed(form.cleaned_data["memo"], request)
+        debited = 0
+        for account in queryset:
+            try:
+                services.credits_debit(discord_user_id=account.discord_user_id, amount=amount, memo=memo)
+            except VoucherError as exc:
+                self.message_user(request, f"{account.discord_user_id}: {exc.message}", messages.ERROR)
+                continue
+            debited += 1
+            self.log_change(request, account, f"Debited {amount} credit(s): {memo}")
+        if debited:
+            self.message_user(request, f"Debited {amount} credit(s) from {debited} account(s).", messages.SUCCESS)
+        return None
+
 
 @admin.register(LedgerEntry)
 class LedgerEntryAdmin(ReadOnlyAdmin):
     list_filter = ["kind", "created_at"]
-    search_fields = ["account__discord_user_id", "voucher__code", "memo"]
+    search_fields = ["account__discord_user_id", "account__discord_name", "voucher__code", "memo"]
+    member_id_lookup = "account__discord_user_id"
     # A memo may hold a code ("Redeemed K7QH-..."), so a substring search of memos would reveal it too.
     code_search_fields = ("voucher__code", "memo")
     exact_code_lookups = ("voucher__code",)

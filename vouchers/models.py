@@ -76,6 +76,8 @@ class CreditAccount(models.Model):
     """A Discord member's image credits: `balance` is spendable; `owed` is what clawbacks could not take yet."""
 
     discord_user_id = models.BigIntegerField(unique=True)
+    # The member's Discord name as the bot last saw it ("Display (@username)"), for operators; blank until seen.
+    discord_name = models.CharField(max_length=100, blank=True, default="")
     balance = models.BigIntegerField(default=0)
     owed = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -93,7 +95,11 @@ class CreditAccount(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"Discord user {self.discord_user_id}"
+        return (
+            f"{self.discord_name} ({self.discord_user_id})"
+            if self.discord_name
+            else f"Discord user {self.discord_user_id}"
+        )
 
 
 class LedgerEntry(models.Model):

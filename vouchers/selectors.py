@@ -53,6 +53,7 @@ class CreditFigures:
     clawed_back: int  # taken back after a payment was refunded
     by_kind: list[KindTotal]  # every kind in the period, including kinds this summary does not name
     outstanding: int  # now: the sum of all balances, spendable by members
+    owed: int  # now: what refunds and chargebacks could not take back yet (sum of `CreditAccount.owed`)
     unredeemed: int  # now: credits on active vouchers, sold or given but not yet redeemed
 
     @property
@@ -79,9 +80,14 @@ def credit_figures(*, start: datetime, end: datetime) -> CreditFigures:
         refunded=totals.get(LedgerEntry.Kind.REFUND, 0),
         clawed_back=-totals.get(LedgerEntry.Kind.CLAWBACK, 0),
         by_kind=by_kind,
-        outstanding=CreditAccount.objects.aggregate(s=Sum("balance"))["s"] or 0,
+        **_balances(),
         unredeemed=Voucher.objects.filter(status=Voucher.Status.ACTIVE).aggregate(s=Sum("credits"))["s"] or 0,
     )
+
+
+def _balances() -> dict[str, int]:
+    sums = CreditAccount.objects.aggregate(balance=Sum("balance"), owed=Sum("owed"))
+    return {"outstanding": sums["balance"] or 0, "owed": sums["owed"] or 0}
 
 
 def credits_spent_daily(*, start: datetime, end: datetime) -> dict[date, int]:

@@ -144,6 +144,23 @@ def _credit_in(*, account_id: int, amount: int, kind: str, **links) -> LedgerEnt
     return entry
 
 
+MAX_NAME_LENGTH = 100
+
+
+def account_name_record(*, discord_user_id: int, name: str) -> None:
+    """Remember the member's Discord name for operators: one UPDATE, a write only when it changed.
+
+    Never creates an account (a name alone is not worth a row). The name is kept to one printable line.
+    """
+    _require_discord_id(discord_user_id)
+    if not isinstance(name, str):
+        raise VoucherError("A name must be text.")
+    name = " ".join("".join(ch for ch in name if ch.isprintable() or ch.isspace()).split())[:MAX_NAME_LENGTH]
+    if not name:
+        return
+    CreditAccount.objects.filter(discord_user_id=discord_user_id).exclude(discord_name=name).update(discord_name=name)
+
+
 def voucher_issue(*, credits: int, note: str = "", order=None) -> Voucher:
     """Issue a new active voucher with a fresh unguessable code."""
     _require_amount(credits)

@@ -469,3 +469,21 @@ def test_the_periodic_sweep_refunds_stale_generations_but_not_its_own(
     mine = Generation.objects.exclude(pk=orphan).get()
     assert mine.status == Generation.Status.RUNNING  # still being made: the sweep left it alone
     assert_audit_clean()
+
+
+def test_what_the_image_service_charged_is_recorded_on_the_generation(bot, member, fund, settings, assert_audit_clean):
+    """The usage the service reports, priced by IMAGE_SPEND_PRICES, lands on the generation (the dashboard's image
+    cost and the daily spend guard read it)."""
+    from tests.discordbot.fake_openai import IMAGE_TOKENS_OUT, TEXT_TOKENS
+
+    settings.IMAGE_SPEND_PRICES = {
+        settings.IMAGE_MODEL: {"input_text": 5, "input_image": 8, "output_image": 30, "output_text": 10}
+    }
+    user = member()
+    fund(user, 1)
+
+    bot.answer(bot.command("generate", user=user, prompt="a lighthouse at dusk"))
+
+    bot.wait_for(lambda: Generation.objects.filter(status=Generation.Status.SUCCEEDED).exists())
+    assert Generation.objects.get().image_spend_micros == TEXT_TOKENS * 5 + IMAGE_TOKENS_OUT * 30
+    assert_audit_clean()

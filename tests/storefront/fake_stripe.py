@@ -1,7 +1,8 @@
 """A fake Stripe API on 127.0.0.1: a real HTTP server that stripe-python talks to over a real socket.
 
 It implements what the storefront uses (`POST /v1/checkout/sessions`, `GET /v1/checkout/sessions/{id}`,
-`GET /v1/checkout/sessions` filtered by payment intent or creation time, `GET /v1/refunds?charge=...`) with
+`GET /v1/checkout/sessions` filtered by payment intent or creation time, `GET /v1/refunds?charge=...`,
+`POST /v1/refunds` by payment intent, refusing more than is left of the charge or a disputed charge) with
 Stripe's wire format: form-encoded nested parameters in, JSON objects and error envelopes out, bearer-key
 auth, and idempotency keys replayed like Stripe does. Every request's parameters are checked against
 stripe-python's own typed parameters for that call (the TypedDicts in `stripe.params`): an unknown, missing or
@@ -28,7 +29,7 @@ from urllib.parse import parse_qsl
 
 import typing_extensions
 from stripe._request_options import RequestOptions
-from stripe.params import RefundListParams
+from stripe.params import RefundCreateParams, RefundListParams
 from stripe.params.checkout import SessionCreateParams, SessionListParams, SessionRetrieveParams
 
 _KEY_PART = re.compile(r"([^\[\]]+)|\[([^\]]*)\]")
@@ -170,6 +171,7 @@ _PARAMS = {
     ("GET", "/v1/checkout/sessions"): SessionListParams,
     ("GET", "/v1/checkout/sessions/{id}"): SessionRetrieveParams,
     ("GET", "/v1/refunds"): RefundListParams,
+    ("POST", "/v1/refunds"): RefundCreateParams,
 }
 MAX_UNIT_AMOUNT = 99_999_999
 
@@ -235,7 +237,7 @@ class FakeStripe:
             self.disputes: dict[str, dict[str, Any]] = {}
             self.requests: list[Recorded] = []
             self._failures: deque[_Failure] = deque()
-            self._idempotent: dict[str, tuple[dict[str, Any], int, dict[str, Any]]] = {}
+            self._idempotent: dict[str, tuple[str, dict[str, Any], int, dict[str, Any]]] = {}
         self._release.set()  # let any request still hanging from a previous test finish
         self._release = threading.Event()
 
@@ -329,20 +331,60 @@ class FakeStripe:
             amount = amount if amount is not None else charge["amount"] - charge["amount_refunded"]
             if not 0 < amount <= charge["amount"] - charge["amount_refunded"]:
                 raise ValueError("refund larger than what is left of the charge")
-            refund_id = f"re_fake_{secrets.token_hex(8)}"
-            self.refunds[refund_id] = {
-                "id": refund_id,
-                "object": "refund",
-                "amount": amount,
-                "charge": charge["id"],
-                "currency": charge["currency"],
-                "payment_intent": charge["payment_intent"],
-                "status": status,
-                "created": int(time.time()),
-                "metadata": {},
-            }
-            self._settle_charge(charge)
-            return dict(self.refunds[refund_id])
+            return dict(self._add_refund(charge, amount=amount, status=status, metadata={}))
+
+    def _add_refund(
+        self, charge: dict[str, Any], *, amount: int, status: str, metadata: dict[str, Any]
+    ) -> dict[str, Any]:
+        refund_id = f"re_fake_{secrets.token_hex(8)}"
+        self.refunds[refund_id] = {
+            "id": refund_id,
+            "object": "refund",
+            "amount": amount,
+            "charge": charge["id"],
+            "currency": charge["currency"],
+            "payment_intent": charge["payment_intent"],
+            "status": status,
+            "created": int(time.time()),
+            "metadata": metadata,
+            "reason": None,
+        }
+        self._settle_charge(charge)
+        return self.refunds[refund_id]
+
+    def _create_refund(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """`POST /v1/refunds`, refusing what Stripe refuses (with Stripe's error codes)."""
+        intent, charge_id = params.get("payment_intent"), params.get("charge")
+        if not intent and not charge_id:
+            message = "One of the following params should be provided for this request: payment_intent or charge."
+            return 400, ParamError("parameter_missing", "payment_intent", message).body()
+        if charge_id:
+            charge = self.charges.get(charge_id)
+            missing = ("charge", f"No such charge: '{charge_id}'")
+        else:
+            charge = next((c for c in self.charges.values() if c["payment_intent"] == intent), None)
+            missing = ("payment_intent", f"No such payment_intent: '{intent}'")
+        if charge is None:
+            return 404, ParamError("resource_missing", *missing).body()
+        if intent and charge_id and charge["payment_intent"] != intent:
+            return 400, ParamError("parameter_invalid", "charge", "The charge does not belong to that payment").body()
+        left = charge["amount"] - charge["amount_refunded"]
+        if charge["disputed"]:
+            return 400, ParamError("charge_disputed", "", f"Charge {charge['id']} has been charged back").body()
+        if left == 0:
+            return 400, ParamError(
+                "charge_already_refunded", "", f"Charge {charge['id']} has already been refunded."
+            ).body()
+        amount = int(params["amount"]) if "amount" in params else left
+        if amount <= 0:
+            return 400, ParamError("parameter_invalid_integer", "amount", "Invalid positive integer").body()
+        if amount > left:
+            message = f"Refund amount ({amount}) is greater than unrefunded amount on charge ({left})"
+            return 400, ParamError("amount_too_large", "amount", message).body()
+        refund = self._add_refund(charge, amount=amount, status="succeeded", metadata=params.get("metadata") or {})
+        if params.get("reason"):
+            refund["reason"] = params["reason"]
+        return 200, dict(refund)
 
     def fail_refund(self, refund_id: str, *, status: str = "failed") -> dict[str, Any]:
         """A refund that fails later (the card was closed): its money goes back to the merchant's balance."""
@@ -532,11 +574,14 @@ class FakeStripe:
             except ParamError as exc:
                 return 400, exc.body()
         with self._lock:
-            if method == "POST" and path == "/v1/checkout/sessions":
+            creates = {"/v1/checkout/sessions": self._create_session, "/v1/refunds": self._create_refund}
+            if method == "POST" and path in creates:
+                # Like Stripe: a key seen before replays its first answer (errors included), for the same
+                # endpoint and parameters only.
                 key = headers.get("idempotency-key")
                 if key and key in self._idempotent:
-                    seen_params, status, response = self._idempotent[key]
-                    if seen_params != params:
+                    seen_path, seen_params, status, response = self._idempotent[key]
+                    if (seen_path, seen_params) != (path, params):
                         return 400, {
                             "error": {
                                 "type": "idempotency_error",
@@ -544,9 +589,9 @@ class FakeStripe:
                             }
                         }
                     return status, response
-                status, response = self._create_session(params)
+                status, response = creates[path](params)
                 if key:
-                    self._idempotent[key] = (params, status, response)
+                    self._idempotent[key] = (path, params, status, response)
                 return status, response
             if method == "GET" and path == "/v1/checkout/sessions":
                 found = [

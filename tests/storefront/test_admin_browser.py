@@ -81,7 +81,7 @@ def test_dashboard_at_1366(admin_page, site):
     expect(admin_page.locator("#site-name")).to_have_text("Pixel Forge admin")
     expect(admin_page.get_by_role("heading", name="Money at a glance")).to_be_visible()
     expect(admin_page.locator("#credits-sold strong")).to_have_text("200")
-    expect(admin_page.locator("tr.revenue-usd td.net")).to_have_text("-$16.00")
+    expect(admin_page.locator("tr.revenue-usd td.net")).to_have_text("$7.00")
     charts = admin_page.locator("figure.chart svg")
     expect(charts).to_have_count(4)
     assert charts.first.bounding_box()["height"] > 100  # drawn, not collapsed
@@ -100,7 +100,7 @@ def test_dashboard_at_1366(admin_page, site):
     [
         ("vouchers", "admin:vouchers_voucher_changelist", "#result_list .field-code a"),
         ("orders", "admin:storefront_order_changelist", "#result_list td.field-voucher_code"),
-        ("accounts", "admin:vouchers_creditaccount_changelist", "#result_list .field-discord_user_id"),
+        ("accounts", "admin:vouchers_creditaccount_changelist", "#result_list .field-member"),
         ("ledger", "admin:vouchers_ledgerentry_changelist", "#result_list td.field-code"),
         ("generations", "admin:discordbot_generation_changelist", "#result_list td.field-member"),
     ],

@@ -5,6 +5,7 @@ then the rules: what cannot be taken now is owed, and every credit that arrives 
 """
 
 import pytest
+from django.db import transaction
 
 from discordbot.models import Generation
 from discordbot.services import generation_fail_and_refund
@@ -35,6 +36,14 @@ def reserve(amount: int, discord_user_id: int = ALICE) -> LedgerEntry:
     holder = CreditAccount.objects.get(discord_user_id=discord_user_id)
     generation = Generation.objects.create(account=holder, prompt="a cat", cost=amount)
     return services.credits_reserve(discord_user_id=discord_user_id, amount=amount, generation_id=generation.pk)
+
+
+def refund_job(charge: LedgerEntry) -> LedgerEntry:
+    """What the bot does when a job fails: the generation ends `refunded` and its charge comes back, together
+    (the audit flags a generation still in flight whose charge was refunded)."""
+    with transaction.atomic():
+        Generation.objects.filter(pk=charge.generation_id).update(status=Generation.Status.REFUNDED)
+        return services.credits_refund(entry_id=charge.pk)
 
 
 def kinds(discord_user_id: int = ALICE) -> list[tuple[str, int]]:
