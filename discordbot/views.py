@@ -12,25 +12,36 @@ from discordbot.services import MAX_PROMPT_LENGTH, generation_owner_id, generati
 from storefront.tokens import buy_token_make, discord_name_label
 
 
-class RegenerateButton(
-    discord.ui.DynamicItem[discord.ui.Button], template=r"regenerate:(?P<generation_id>[0-9]{1,19})"
-):
-    def __init__(self, generation_id: int, *, label: str = "Regenerate") -> None:
-        super().__init__(
+class _GenerationButton:
+    """What every button on an image shares: a custom_id "<prefix>:<generation id>", rebuilt from that id by any
+    bot process (DynamicItem.from_custom_id). Each subclass names its prefix, label, emoji and template."""
+
+    PREFIX: str
+    LABEL: str
+    EMOJI: str
+
+    def __init__(self, generation_id: int, *, label: str | None = None) -> None:
+        super().__init__(  # DynamicItem's
             discord.ui.Button(
-                label=label,
-                emoji="\N{CLOCKWISE RIGHTWARDS AND LEFTWARDS OPEN CIRCLE ARROWS}",
+                label=label or self.LABEL,
+                emoji=self.EMOJI,
                 style=discord.ButtonStyle.secondary,
-                custom_id=f"regenerate:{generation_id}",
+                custom_id=f"{self.PREFIX}:{generation_id}",
             )
         )
         self.generation_id = generation_id
 
     @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: Any, /
-    ) -> "RegenerateButton":
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: Any, /):
         return cls(int(match["generation_id"]))
+
+
+class RegenerateButton(
+    _GenerationButton,
+    discord.ui.DynamicItem[discord.ui.Button],
+    template=r"regenerate:(?P<generation_id>[0-9]{1,19})",
+):
+    PREFIX, LABEL, EMOJI = "regenerate", "Regenerate", "\N{CLOCKWISE RIGHTWARDS AND LEFTWARDS OPEN CIRCLE ARROWS}"
 
     async def callback(self, interaction: discord.Interaction) -> None:
         """Spend credits again on the same prompt and options; the new image comes as a new message."""
@@ -40,25 +51,14 @@ class RegenerateButton(
             await report_error(interaction, exc)
 
 
-class VaryButton(discord.ui.DynamicItem[discord.ui.Button], template=r"vary:(?P<generation_id>[0-9]{1,19})"):
+class VaryButton(
+    _GenerationButton,
+    discord.ui.DynamicItem[discord.ui.Button],
+    template=r"vary:(?P<generation_id>[0-9]{1,19})",
+):
     """An edit of this result with the same prompt and options, read from the message the button is on."""
 
-    def __init__(self, generation_id: int, *, label: str = "Vary") -> None:
-        super().__init__(
-            discord.ui.Button(
-                label=label,
-                emoji="\N{ARTIST PALETTE}",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"vary:{generation_id}",
-            )
-        )
-        self.generation_id = generation_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: Any, /
-    ) -> "VaryButton":
-        return cls(int(match["generation_id"]))
+    PREFIX, LABEL, EMOJI = "vary", "Vary", "\N{ARTIST PALETTE}"
 
     async def callback(self, interaction: discord.Interaction) -> None:
         try:
@@ -94,25 +94,14 @@ class PromptModal(discord.ui.Modal):
             await report_error(interaction, exc)
 
 
-class EditButton(discord.ui.DynamicItem[discord.ui.Button], template=r"editprompt:(?P<generation_id>[0-9]{1,19})"):
+class EditButton(
+    _GenerationButton,
+    discord.ui.DynamicItem[discord.ui.Button],
+    template=r"editprompt:(?P<generation_id>[0-9]{1,19})",
+):
     """Opens a form to change the prompt, then makes the result again with the new prompt (charged anew)."""
 
-    def __init__(self, generation_id: int, *, label: str = "Edit") -> None:
-        super().__init__(
-            discord.ui.Button(
-                label=label,
-                emoji="\N{PENCIL}",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"editprompt:{generation_id}",
-            )
-        )
-        self.generation_id = generation_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: Any, /
-    ) -> "EditButton":
-        return cls(int(match["generation_id"]))
+    PREFIX, LABEL, EMOJI = "editprompt", "Edit", "\N{PENCIL}"
 
     async def callback(self, interaction: discord.Interaction) -> None:
         try:
@@ -124,25 +113,14 @@ class EditButton(discord.ui.DynamicItem[discord.ui.Button], template=r"editpromp
             await report_error(interaction, exc)
 
 
-class DeleteButton(discord.ui.DynamicItem[discord.ui.Button], template=r"delete:(?P<generation_id>[0-9]{1,19})"):
+class DeleteButton(
+    _GenerationButton,
+    discord.ui.DynamicItem[discord.ui.Button],
+    template=r"delete:(?P<generation_id>[0-9]{1,19})",
+):
     """Lets the member who asked for an image remove its post from the channel (the credit stays spent)."""
 
-    def __init__(self, generation_id: int) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Delete",
-                emoji="\N{WASTEBASKET}",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"delete:{generation_id}",
-            )
-        )
-        self.generation_id = generation_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: Any, /
-    ) -> "DeleteButton":
-        return cls(int(match["generation_id"]))
+    PREFIX, LABEL, EMOJI = "delete", "Delete", "\N{WASTEBASKET}"
 
     async def callback(self, interaction: discord.Interaction) -> None:
         try:
