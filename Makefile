@@ -14,7 +14,7 @@ PYTHON_BASE ?=
 # Debian's docker.io on these machines has no bridge network; --network host works everywhere.
 DOCKER_BUILD ?= DOCKER_BUILDKIT=0 docker build --network host
 
-.PHONY: run test test-sqlite test-postgres lint install clean lock image
+.PHONY: run test test-sqlite test-postgres lint install clean lock image bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -64,3 +64,9 @@ lint: install
 
 clean:
 	rm -rf $(VENV)
+
+# Every benchmark that contributes to the README's performance table, side by side, then the table rewritten.
+# `make bench BENCH_ARGS="--only ledger"` runs one; `--quick` is a smoke run that leaves README.md alone.
+BENCH_ARGS ?=
+bench: install
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
