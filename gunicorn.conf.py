@@ -11,6 +11,10 @@ timeouts contradict each other:
 
 Threads (gthread, WEB_CONCURRENCY x WEB_THREADS = 16 requests at once by default) keep slow Stripe calls from
 occupying every worker: `/healthz` is still answered, so ECS does not kill a task that is merely waiting on Stripe.
+
+Stripe webhooks are acknowledged once stored and processed by a pool of STRIPE_EVENT_THREADS threads in each
+worker (storefront/eventqueue.py), started here in `post_worker_init` and stopped in `worker_exit`; the claim's
+lease (STRIPE_EVENT_LEASE_SECONDS) must outlast a handler's worst case (two Stripe calls at their worst).
 """
 
 import math
@@ -45,6 +49,12 @@ if timeout <= stripe_budget:
         f"({stripe_budget:g}s = STRIPE_TIMEOUT_SECONDS x (STRIPE_MAX_NETWORK_RETRIES + 1) + back-off): a slow Stripe "
         "would kill workers mid-checkout. Raise GUNICORN_TIMEOUT or lower the Stripe settings."
     )
+if settings.STRIPE_EVENT_LEASE_SECONDS <= 2 * stripe_budget:
+    sys.exit(
+        f"gunicorn.conf.py: STRIPE_EVENT_LEASE_SECONDS={settings.STRIPE_EVENT_LEASE_SECONDS}s is not longer than two "
+        f"worst Stripe calls (2 x {stripe_budget:g}s): a slow Stripe would let a second processor take over an event "
+        "still being processed. Raise STRIPE_EVENT_LEASE_SECONDS or lower the Stripe settings."
+    )
 if container_stop_timeout and graceful_timeout + 5 > container_stop_timeout:
     sys.exit(
         f"gunicorn.conf.py: GUNICORN_GRACEFUL_TIMEOUT={graceful_timeout}s (+5s to exit) does not fit the container's "
@@ -72,3 +82,17 @@ if settings.LOG_FORMAT == "json":
         "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
         "loggers": {"gunicorn.error": {"handlers": ["console"], "level": "INFO", "propagate": False}},
     }
+
+
+def post_worker_init(worker) -> None:
+    """Each worker runs the Stripe events it stores, and polls for due, retried and abandoned ones."""
+    from storefront.eventqueue import processor_start
+
+    processor_start()
+
+
+def worker_exit(server, worker) -> None:
+    """Events already running finish; queued ones stay stored for the next worker's poll."""
+    from storefront.eventqueue import processor_stop
+
+    processor_stop()

@@ -106,19 +106,36 @@ class Order(models.Model):
 
 
 class StripeEvent(models.Model):
-    """Each Stripe event id is recorded once: deduplication of redeliveries and an audit trail."""
+    """Each verified Stripe event, recorded once (unique id) before the webhook answers 2xx, then processed once.
+
+    Acknowledge-then-process (storefront/eventqueue.py): the webhook stores the event's object here and answers;
+    a processor claims it (a conditional UPDATE that sets `claimed_until`), runs its handler, and marks it
+    processed, or keeps the error and schedules the next attempt with a growing delay.
+    """
 
     event_id = models.CharField(max_length=255, unique=True)
     type = models.CharField(max_length=100)
     received_at = models.DateTimeField(auto_now_add=True)
     processed_at = models.DateTimeField(null=True, blank=True)
-    # How many deliveries were processed (a failed one is processed again when Stripe retries it).
+    # How many times a processor claimed it (a failed attempt is tried again after a delay).
     attempts = models.PositiveIntegerField(default=0)
     # The last failure, kept after a later success as a record of what went wrong.
     error = models.TextField(blank=True)
+    # The event's `data.object`, as verified; what the handler acts on.
+    payload = models.JSONField(default=dict, blank=True)
+    # Not tried before this moment (the retry back-off); null once processed.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # A processor holds it until then; a claim past this moment is a crashed or killed process's, and is taken over.
+    claimed_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-received_at"]
+        indexes = [
+            # The processors' poll: unprocessed events that are due, oldest first.
+            models.Index(
+                fields=["next_attempt_at"], condition=Q(processed_at__isnull=True), name="stripeevent_due_idx"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.type} {self.event_id}"

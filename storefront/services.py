@@ -638,30 +638,102 @@ def orders_reconcile(*, now: datetime | None = None) -> Reconciliation:
     return Reconciliation(checked=checked, paid=paid, expired=expired, problems=problems)
 
 
-# --- Stripe events --------------------------------------------------------------------------------------
+# --- Stripe events: acknowledge, then process ---------------------------------------------------------
+
+# The first retry of a failed event waits this long, each later one twice as long, up to STRIPE_EVENT_RETRY_MAX.
+STRIPE_EVENT_RETRY_FIRST = timedelta(seconds=10)
+STRIPE_EVENT_RETRY_MAX = timedelta(hours=1)
 
 
-def stripe_event_claim(*, event_id: str, event_type: str) -> bool:
-    """Record one delivery of an event. False when it was processed before: the caller answers 200, does nothing.
+def stripe_event_record(*, event_id: str, event_type: str, payload: dict, handled: bool = True) -> bool:
+    """Store a verified event, once, before the webhook answers 2xx. True when it is new (a processor must run it).
 
-    An event whose earlier delivery failed (or is still running) is processed again: every handler is
-    idempotent, and this is how Stripe's retries repair a failure.
+    A redelivery of a stored event writes nothing and returns False: it is processed (or being retried) already.
+    An event of a type we do not handle is recorded as processed at once (the audit trail), with nothing to run.
+    The insert commits before the caller answers, so an acknowledged event is never lost.
     """
-    event, _ = StripeEvent.objects.get_or_create(event_id=event_id, defaults={"type": event_type})
-    if event.processed_at is not None:
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            StripeEvent.objects.create(
+                event_id=event_id,
+                type=event_type,
+                payload=payload if handled else {},
+                next_attempt_at=now if handled else None,
+                processed_at=None if handled else now,
+            )
+    except IntegrityError:
         return False
-    StripeEvent.objects.filter(pk=event.pk).update(attempts=F("attempts") + 1)
-    return True
+    return handled
+
+
+def stripe_event_claim(*, event_id: str, lease: timedelta, now: datetime | None = None) -> StripeEvent | None:
+    """Take one stored event for processing: a conditional UPDATE only one processor can win. None when not ours.
+
+    Claimable: not processed, due (its retry delay is over), and not held, or held by a claim whose lease ran out
+    (the process holding it crashed or was killed). The winner holds it until `now + lease`.
+    """
+    now = now or timezone.now()
+    claimed = (
+        StripeEvent.objects.filter(event_id=event_id, processed_at__isnull=True)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+        .update(claimed_until=now + lease, attempts=F("attempts") + 1)
+    )
+    return StripeEvent.objects.filter(event_id=event_id).first() if claimed else None
+
+
+def stripe_events_due(*, now: datetime | None = None, limit: int = 100) -> list[str]:
+    """Ids of unprocessed events a processor may claim now, oldest first (what the processors' poll picks up)."""
+    now = now or timezone.now()
+    return list(
+        StripeEvent.objects.filter(processed_at__isnull=True)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+        .order_by("next_attempt_at", "pk")
+        .values_list("event_id", flat=True)[:limit]
+    )
 
 
 def stripe_event_succeeded(*, event_id: str) -> None:
-    StripeEvent.objects.filter(event_id=event_id, processed_at__isnull=True).update(processed_at=timezone.now())
+    StripeEvent.objects.filter(event_id=event_id, processed_at__isnull=True).update(
+        processed_at=timezone.now(), claimed_until=None, next_attempt_at=None
+    )
 
 
-def stripe_event_failed(*, event_id: str, error: BaseException) -> None:
-    """Keep what went wrong (for the admin); the event stays unprocessed so Stripe's retry runs it again."""
+def stripe_event_retry_delay(*, attempts: int) -> timedelta:
+    """How long after its `attempts`-th failed attempt an event is tried again: 10 s, 20 s, 40 s, ... at most 1 h."""
+    return min(STRIPE_EVENT_RETRY_FIRST * 2 ** min(max(attempts - 1, 0), 20), STRIPE_EVENT_RETRY_MAX)
+
+
+def stripe_event_failed(
+    *, event_id: str, error: BaseException, claimed_until: datetime | None = None, now: datetime | None = None
+) -> None:
+    """Keep what went wrong (for the admin) and schedule the next attempt; the event stays unprocessed.
+
+    `claimed_until` is the claim the failing attempt held: when another processor has taken the event over since
+    (this attempt outlived its lease), its claim is left alone.
+    """
+    now = now or timezone.now()
     parts, exc = [], error
     while exc is not None and len(parts) < 4:
         parts.append(f"{type(exc).__name__}: {exc}")
         exc = exc.__cause__ or exc.__context__
-    StripeEvent.objects.filter(event_id=event_id).update(error="\ncaused by ".join(parts)[:MAX_ERROR_TEXT])
+    events = StripeEvent.objects.filter(event_id=event_id, processed_at__isnull=True)
+    if claimed_until is not None:
+        events = events.filter(claimed_until=claimed_until)
+    attempts = events.values_list("attempts", flat=True).first()
+    if attempts is None:
+        return
+    events.update(
+        error="\ncaused by ".join(parts)[:MAX_ERROR_TEXT],
+        next_attempt_at=now + stripe_event_retry_delay(attempts=attempts),
+        claimed_until=None,
+    )
+
+
+def stripe_events_retry_now(*, event_ids: list[str]) -> int:
+    """An operator's "retry now": unprocessed events become due at once (their claim, if any, is left alone)."""
+    return StripeEvent.objects.filter(event_id__in=event_ids, processed_at__isnull=True).update(
+        next_attempt_at=timezone.now()
+    )

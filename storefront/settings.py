@@ -207,6 +207,13 @@ PAYMENTS_BACKEND = env.str("PAYMENTS_BACKEND", default="test" if DEBUG and not S
 # Bounds on each call to Stripe, so a slow or unreachable Stripe cannot hold a buyer's request for minutes.
 STRIPE_TIMEOUT_SECONDS = env.float("STRIPE_TIMEOUT_SECONDS", default=20)
 STRIPE_MAX_NETWORK_RETRIES = env.int("STRIPE_MAX_NETWORK_RETRIES", default=2)
+# Stripe events are acknowledged once stored, then processed by threads in each web worker (storefront/eventqueue.py):
+# how many run at once per worker (each waits on Stripe or email, so they cost little CPU; 0: none in this
+# process), how often each worker looks for due, retried or abandoned events, and how long a claim holds an event
+# before another processor may take it over (gunicorn.conf.py refuses one shorter than two worst Stripe calls).
+STRIPE_EVENT_THREADS = env.int("STRIPE_EVENT_THREADS", default=32)
+STRIPE_EVENT_POLL_SECONDS = env.float("STRIPE_EVENT_POLL_SECONDS", default=5)
+STRIPE_EVENT_LEASE_SECONDS = env.int("STRIPE_EVENT_LEASE_SECONDS", default=300)
 # Per-client limits, "requests/seconds", counted in CACHE_URL (use Redis when there is more than one web process).
 CHECKOUT_RATE_LIMIT = env.str("CHECKOUT_RATE_LIMIT", default="10/60")
 SUCCESS_PAGE_RATE_LIMIT = env.str("SUCCESS_PAGE_RATE_LIMIT", default="60/60")

@@ -5,7 +5,7 @@ from urllib.parse import urlencode
 
 import stripe
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -13,7 +13,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from storefront import selectors, services, webhooks
+from storefront import eventqueue, selectors, services, webhooks
 from storefront.context_processors import shop_context
 from storefront.errors import CheckoutError
 from storefront.models import LegalPage, Order
@@ -211,7 +211,10 @@ def checkout_test(request: HttpRequest, session_id: str) -> HttpResponse:
 @csrf_exempt
 @require_POST
 def stripe_webhook(request: HttpRequest) -> HttpResponse:
-    """Stripe's events. Verified on the raw body; anything forged, stale or malformed is refused (400), unwritten."""
+    """Stripe's events. Verified on the raw body; anything forged, stale or malformed is refused (400), unwritten.
+
+    A verified event is stored (storefront/webhooks.py) and answered 200 at once; a redelivery answers 200 too.
+    """
     try:
         event = stripe.Webhook.construct_event(
             request.body, request.headers["stripe-signature"], settings.STRIPE_WEBHOOK_SECRET
@@ -225,7 +228,11 @@ def stripe_webhook(request: HttpRequest) -> HttpResponse:
         return HttpResponse(status=400)
     if not (isinstance(event_type, str) and 0 < len(event_type) <= 100):
         return HttpResponse(status=400)
-    return webhooks.dispatch(event_id=event_id, event_type=event_type, data_object=data_object)
+    # Acknowledge, then process: answered once the event is stored; a processor thread does the work.
+    if webhooks.acknowledge(event_id=event_id, event_type=event_type, data_object=data_object):
+        transaction.on_commit(lambda: eventqueue.hand_off(event_id))
+        return HttpResponse("queued", content_type="text/plain")
+    return HttpResponse("ok", content_type="text/plain")
 
 
 def healthz(request: HttpRequest) -> HttpResponse:

@@ -1,19 +1,24 @@
-"""Stripe webhook events: which service each type calls, and the record that makes every event count once.
+"""Stripe webhook events: which service each type calls, and how every event is processed exactly once.
 
-The view has already verified the signature on the raw body. Here each event id is recorded once (a unique
-constraint); a delivery of an event already processed answers 200 and does nothing; a failing handler keeps
-its error on the record and answers 500, so Stripe retries and the retry runs the handler again.
+Acknowledge, then process. The view has verified the signature on the raw body; `acknowledge` stores the event
+(unique by id) in one short transaction and the view answers 200 as soon as that commits. Stripe gets its 2xx
+in milliseconds, and no Stripe call or email holds a web thread. A redelivery of a stored event answers 200 and
+does nothing. The work happens in `process`, run by the processor threads of a web worker
+(storefront/eventqueue.py): a conditional UPDATE claims the event, the handler runs, the event is marked
+processed; a failure keeps its error on the record and the event is tried again later with a growing delay.
 
 Handlers are not wrapped in one outer transaction: fulfilment retrieves the session from Stripe (a network
 call, never made inside a transaction) and every service keeps its own writes short and atomic. That is safe
-because every handler is idempotent, so a retry after a half-finished attempt does what is left, once.
+because every handler is idempotent, so a retry after a half-finished attempt (or a takeover of an attempt
+whose process was killed) does what is left, once.
 """
 
 import logging
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.http import HttpResponse
+from django.conf import settings
 
 from storefront.errors import CheckoutError
 from storefront.payments import refund_info
@@ -27,7 +32,9 @@ from storefront.services import (
     order_refunds_sync,
     stripe_event_claim,
     stripe_event_failed,
+    stripe_event_record,
     stripe_event_succeeded,
+    stripe_events_due,
 )
 
 logger = logging.getLogger(__name__)
@@ -109,17 +116,38 @@ HANDLERS: dict[str, Callable[[dict[str, Any]], None]] = {
 }
 
 
-def dispatch(*, event_id: str, event_type: str, data_object: dict[str, Any]) -> HttpResponse:
-    """Process one verified event; the response tells Stripe whether to retry (only a 5xx does)."""
-    if not stripe_event_claim(event_id=event_id, event_type=event_type):
-        return HttpResponse("already processed", content_type="text/plain")
-    handler = HANDLERS.get(event_type)
+def acknowledge(*, event_id: str, event_type: str, data_object: dict[str, Any]) -> bool:
+    """Store one verified event before the 2xx. True when it is new and a processor should run it now."""
+    return stripe_event_record(
+        event_id=event_id, event_type=event_type, payload=data_object, handled=event_type in HANDLERS
+    )
+
+
+def event_lease() -> timedelta:
+    """How long a claim holds an event: longer than any handler (a few Stripe calls at their worst, and an email)."""
+    return timedelta(seconds=settings.STRIPE_EVENT_LEASE_SECONDS)
+
+
+def process(*, event_id: str, now: datetime | None = None) -> str:
+    """Claim one stored event and run its handler: "processed", "failed", or "" when it was not ours to run
+    (processed already, held by another processor, or waiting for its retry delay)."""
+    event = stripe_event_claim(event_id=event_id, lease=event_lease(), now=now)
+    if event is None:
+        return ""
+    handler = HANDLERS.get(event.type)
     if handler is not None:
         try:
-            handler(data_object)
-        except Exception as exc:  # any failure: keep it, let Stripe retry
-            logger.exception("Stripe event %s (%s) failed; Stripe will retry it.", event_id, event_type)
-            stripe_event_failed(event_id=event_id, error=exc)
-            return HttpResponse("failed; retry", status=500, content_type="text/plain")
+            handler(event.payload)
+        except Exception as exc:  # any failure: keep it, try again later
+            logger.exception(
+                "Stripe event %s (%s) failed (attempt %s); it will be retried.", event_id, event.type, event.attempts
+            )
+            stripe_event_failed(event_id=event_id, error=exc, claimed_until=event.claimed_until)
+            return "failed"
     stripe_event_succeeded(event_id=event_id)
-    return HttpResponse("ok" if handler else "ignored", content_type="text/plain")
+    return "processed"
+
+
+def process_due(*, now: datetime | None = None, limit: int = 100) -> dict[str, str]:
+    """Process every event due now, one after the other (tests, and `manage.py processstripeevents`)."""
+    return {event_id: process(event_id=event_id, now=now) for event_id in stripe_events_due(now=now, limit=limit)}

@@ -27,6 +27,9 @@ else:
     DATABASES["default"]["TEST"] = {"NAME": f"test_imagecredits_{os.getpid()}"}
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
+# No processor threads: the tests run stored Stripe events themselves (tests/storefront/conftest.py `deliver`), or
+# start a processor where threads are what is tested.
+STRIPE_EVENT_THREADS = 0
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"  # noqa: F405
 # Serve static files straight from the finders: the suite never runs collectstatic.

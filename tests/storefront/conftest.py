@@ -113,14 +113,32 @@ def sign(body: str, *, secret: str | None = None, timestamp: int | None = None) 
     )
 
 
-def deliver(client: Client, body: str | bytes, signature: str | None = "sign"):
-    """POST a webhook; `signature="sign"` signs the body correctly, None sends no header at all."""
+def deliver(client: Client, body: str | bytes, signature: str | None = "sign", *, process: bool = True):
+    """POST a webhook; `signature="sign"` signs the body correctly, None sends no header at all.
+
+    The webhook only stores the event (acknowledge-then-process); with `process` the events due are then run here,
+    as a web worker's processor thread would (the suite starts no processor threads: STRIPE_EVENT_THREADS=0).
+    """
     headers = {}
     if signature == "sign":
         signature = sign(body if isinstance(body, str) else body.decode())
     if signature is not None:
         headers["HTTP_STRIPE_SIGNATURE"] = signature
-    return client.post("/stripe/webhook/", data=body, content_type="application/json", **headers)
+    response = client.post("/stripe/webhook/", data=body, content_type="application/json", **headers)
+    if process:
+        process_events()
+    return response
+
+
+def process_events(*, after: float = 0) -> dict[str, str]:
+    """Run the stored events due now (or `after` seconds from now: a retry whose delay has passed)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from storefront import webhooks
+
+    return webhooks.process_due(now=timezone.now() + timedelta(seconds=after))
 
 
 def charge_refunded_event(fake_stripe: FakeStripe, session_id: str, **event: Any) -> str:

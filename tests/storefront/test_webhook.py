@@ -7,8 +7,16 @@ import pytest
 from django.core import mail
 
 from storefront.models import Order, StripeEvent
+from storefront.services import stripe_event_retry_delay
 from storefront.tokens import buy_token_make
-from tests.storefront.conftest import charge_refunded_event, deliver, event_body, sign, start_checkout
+from tests.storefront.conftest import (
+    charge_refunded_event,
+    deliver,
+    event_body,
+    process_events,
+    sign,
+    start_checkout,
+)
 from vouchers.models import CreditAccount, LedgerEntry, Voucher
 from vouchers.services import voucher_redeem
 
@@ -327,7 +335,7 @@ def test_redelivery_of_a_processed_event_answers_200_and_does_nothing(client, fa
     assert Voucher.objects.count() == 1
 
 
-def test_failing_handler_stores_its_error_answers_500_and_the_retry_is_reprocessed(
+def test_failing_handler_is_acknowledged_keeps_its_error_and_the_retry_after_its_delay_processes_it(
     client, fake_stripe, paid_order, assert_audit_clean
 ):
     body = completed(paid_order, fake_stripe, event_id="evt_retry")
@@ -335,18 +343,22 @@ def test_failing_handler_stores_its_error_answers_500_and_the_retry_is_reprocess
 
     first = deliver(client, body)
 
-    assert first.status_code == 500
+    assert first.status_code == 200  # stored: Stripe need not retry; our processor does
     event = StripeEvent.objects.get(event_id="evt_retry")
-    assert event.processed_at is None
+    assert event.processed_at is None and event.claimed_until is None
     assert "CheckoutError" in event.error and "Stripe is having a bad day" in event.error
     assert "sk_test" not in event.error
+    assert 9 <= (event.next_attempt_at - event.received_at).total_seconds() <= 15  # the first retry delay
     assert not Voucher.objects.exists()
     paid_order.refresh_from_db()
     assert paid_order.status == "pending"
 
-    second = deliver(client, body)  # Stripe's retry: same event, same id
+    assert deliver(client, body).status_code == 200  # Stripe's redelivery: a duplicate, nothing run
+    event.refresh_from_db()
+    assert (event.processed_at, event.attempts) == (None, 1)
+    assert process_events(after=5) == {}  # still inside its retry delay
 
-    assert second.status_code == 200
+    assert process_events(after=11) == {"evt_retry": "processed"}
     event.refresh_from_db()
     assert event.processed_at is not None
     assert event.attempts == 2
@@ -354,15 +366,22 @@ def test_failing_handler_stores_its_error_answers_500_and_the_retry_is_reprocess
     assert_audit_clean()
 
 
-def test_stripe_timeout_during_webhook_answers_500(client, fake_stripe, paid_order, settings):
+def test_retry_delay_doubles_up_to_an_hour():
+    assert [stripe_event_retry_delay(attempts=n).total_seconds() for n in (1, 2, 3, 4)] == [10, 20, 40, 80]
+    assert stripe_event_retry_delay(attempts=50).total_seconds() == 3600
+
+
+def test_stripe_timeout_during_processing_is_kept_for_a_retry(client, fake_stripe, paid_order, settings):
     settings.STRIPE_TIMEOUT_SECONDS = 0.3
     fake_stripe.hang_next(method="GET")
 
     response = deliver(client, completed(paid_order, fake_stripe))
 
-    assert response.status_code == 500
+    assert response.status_code == 200
     assert "APIConnectionError" in StripeEvent.objects.get().error
     assert not Voucher.objects.exists()
+    assert list(process_events(after=11).values()) == ["processed"]
+    assert Voucher.objects.count() == 1
 
 
 # --- refunds --------------------------------------------------------------------------------------------
@@ -448,28 +467,28 @@ def test_refund_before_fulfilment_fulfils_then_refunds_and_a_late_completion_cha
     assert_audit_clean()
 
 
-def test_refund_lookup_failure_answers_500_so_stripe_retries(client, fake_stripe, paid_order, assert_audit_clean):
+def test_refund_lookup_failure_is_retried_by_the_processor(client, fake_stripe, paid_order, assert_audit_clean):
     early = full_refund(fake_stripe, paid_order, event_id="evt_refund_early_2")
     fake_stripe.fail_next(500, method="GET")  # the client makes no retries in these tests
 
-    assert deliver(client, early).status_code == 500
+    assert deliver(client, early).status_code == 200
     paid_order.refresh_from_db()
     assert paid_order.status == "pending"
-    assert deliver(client, early).status_code == 200  # Stripe's retry
+    assert process_events(after=11) == {"evt_refund_early_2": "processed"}  # the retry
     paid_order.refresh_from_db()
     assert paid_order.status == "refunded"
     assert_audit_clean()
 
 
-def test_refund_list_failure_answers_500_and_the_retry_claws_back(
+def test_refund_list_failure_is_retried_and_the_retry_claws_back(
     client, fake_stripe, fulfilled_order, assert_audit_clean
 ):
     body = full_refund(fake_stripe, fulfilled_order)
     fake_stripe.fail_next(503, method="GET")
 
-    assert deliver(client, body).status_code == 500
-    assert Voucher.objects.get(order=fulfilled_order).status == "active"
     assert deliver(client, body).status_code == 200
+    assert Voucher.objects.get(order=fulfilled_order).status == "active"
+    assert list(process_events(after=11).values()) == ["processed"]
     assert Voucher.objects.get(order=fulfilled_order).status == "void"
     assert_audit_clean()
 
