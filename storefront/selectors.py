@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from fractions import Fraction
 
+from django.db import connection
 from django.db.models import Count, F, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.urls import reverse
@@ -28,6 +29,24 @@ def packs_for_sale() -> list[CreditPack]:
         best = min(packs, key=lambda p: (Fraction(p.price_cents, p.credits), -p.credits))
         best.best_value = True
     return packs
+
+
+def pack_list_version() -> tuple:
+    """Everything of the database the pack list shows, as plain values (its cache key).
+
+    The full rows of the active packs and of the active gallery images (without their bytes): any change an
+    operator makes to either, in any process, gives another value. One plain query, run on every request, so
+    it skips the ORM's per-row work.
+    """
+    pack, sample = CreditPack._meta.db_table, SampleImage._meta.db_table
+    sql = (
+        f"SELECT 'p', id, name, credits, price_cents, currency, sort_order, '', 0 FROM {pack} WHERE active "
+        f"UNION ALL SELECT 's', id, digest, width, height, prompt, sort_order, size || '/' || quality, 0 "
+        f"FROM {sample} WHERE active ORDER BY 1, 2"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        return tuple(cursor.fetchall())
 
 
 def order_by_session(*, session_id: str) -> Order | None:

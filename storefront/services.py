@@ -663,6 +663,13 @@ def stripe_event_record(*, event_id: str, event_type: str, payload: dict, handle
                 processed_at=None if handled else now,
             )
     except IntegrityError:
+        # A redelivery. An event an older release recorded unprocessed has no payload yet: it gets this one.
+        # (Read first: a duplicate of a current event, the common case, then writes nothing at all.)
+        legacy = StripeEvent.objects.filter(
+            event_id=event_id, processed_at__isnull=True, claimed_until__isnull=True, next_attempt_at__isnull=True
+        )
+        if handled and payload and legacy.exists():
+            return bool(legacy.update(payload=payload, next_attempt_at=now))
         return False
     return handled
 

@@ -1,6 +1,7 @@
 """Storefront views: parse the request, call one service, render. The rules live in `storefront.services`."""
 
 import logging
+from datetime import date
 from urllib.parse import urlencode
 
 import stripe
@@ -13,7 +14,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from storefront import eventqueue, selectors, services, webhooks
+from storefront import eventqueue, pagecache, selectors, services, webhooks
 from storefront.context_processors import shop_context
 from storefront.errors import CheckoutError
 from storefront.models import LegalPage, Order
@@ -72,7 +73,27 @@ def packs_url(buy_token: str = "") -> str:
 @require_GET
 def pack_list(request: HttpRequest) -> HttpResponse:
     """The packs. A `/buy` link first names the Discord account it credits and asks the buyer to confirm it,
-    so a link passed on by someone else is not paid by mistake."""
+    so a link passed on by someone else is not paid by mistake.
+
+    Without a query string the page is the same for everyone but the form's CSRF token: it comes from this
+    process's cache (storefront/pagecache.py), keyed by everything on it that can change (packs, gallery,
+    settings), with the visitor's own token put in.
+    """
+    if request.GET:
+        return _pack_list_render(request)
+    key = (
+        selectors.pack_list_version(),
+        payments_test_mode(),
+        tuple(shop_context().items()),
+        repr(settings.GENERATION_COSTS),  # the price table (fixed in production; tests change it)
+        date.today().year,  # the footer's year
+    )
+    return pagecache.pages.respond(
+        request, name="pack_list", key=key, render=lambda token: _pack_list_render(request, csrf_token=token)
+    )
+
+
+def _pack_list_render(request: HttpRequest, *, csrf_token: str | None = None) -> HttpResponse:
     buy_token, buy_for, token_problem = _buy_token(request.GET)
     confirmed = buy_for is not None and request.GET.get("confirmed") == "1"
     context = {
@@ -88,6 +109,8 @@ def pack_list(request: HttpRequest) -> HttpResponse:
         "price_max": price_range()[1],
         "samples": selectors.gallery_for_display(),
     }
+    if csrf_token is not None:
+        context["csrf_token"] = csrf_token  # the cache's placeholder, replaced per response
     return _page(request, "storefront/pack_list.html", context)
 
 

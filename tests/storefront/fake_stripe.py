@@ -207,6 +207,8 @@ class FakeStripe:
 
     def __init__(self, api_key: str) -> None:
         self.api_key = api_key
+        # Seconds every answer waits, as a real Stripe round trip does (0 in the tests; the web bench sets 0.15).
+        self.answer_delay = 0.0
         self._lock = threading.Lock()
         self._release = threading.Event()
         self.reset()
@@ -547,6 +549,8 @@ class FakeStripe:
 
     def handle(self, method: str, path: str, headers: dict[str, str], body: str) -> tuple[int, dict[str, Any]]:
         params = parse_form(body)  # the form body of a POST, the query string of a GET
+        if self.answer_delay:
+            time.sleep(self.answer_delay)  # Stripe's own latency (bench/web_load.py); never under the lock
         with self._lock:
             self.requests.append(Recorded(method, path, headers, params))
         failure = self._take_failure(method)
