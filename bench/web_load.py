@@ -461,7 +461,11 @@ def webhook_burst(variant: Variant, services, *, events: int, run_id: str, quiet
     probe = Probe(variant.port)
     started = time.perf_counter()
     result: dict = {}
-    sending = threading.Thread(target=lambda: result.update(zip(("lat", "bad"), send_all(variant.port, deliveries))))
+
+    def send() -> None:
+        result["lat"], result["bad"] = send_all(variant.port, deliveries)
+
+    sending = threading.Thread(target=send)
     sending.start()
     ack_seconds = None
     deadline = started + 600
@@ -637,9 +641,10 @@ def run(
                         results.setdefault((variant.name, delay), []).append(burst)
                         print(
                             f"  rep {rep + 1} {variant.name:18} Stripe {delay * 1000:3.0f} ms: "
-                            f"{burst.events / burst.seconds:6.0f} events/s, acks {burst.deliveries / burst.ack_seconds:5.0f}/s"
-                            f" (p50 {ms(burst.ack_p50)}), pack list p50/p99 quiet {ms(pct(burst.quiet, 50))}/"
-                            f"{ms(pct(burst.quiet, 99))}, during {ms(pct(burst.during, 50))}/{ms(pct(burst.during, 99))}, "
+                            f"{burst.events / burst.seconds:6.0f} events/s, "
+                            f"acks {burst.deliveries / burst.ack_seconds:5.0f}/s (p50 {ms(burst.ack_p50)}), "
+                            f"pack list p50/p99 quiet {ms(pct(burst.quiet, 50))}/{ms(pct(burst.quiet, 99))}, "
+                            f"during {ms(pct(burst.during, 50))}/{ms(pct(burst.during, 99))}, "
                             f"exactly-once {'held' if burst.exactly_once else 'BROKEN: ' + '; '.join(burst.problems)}"
                             f" | load {os.getloadavg()[0]:.2f}",
                             flush=True,
@@ -651,7 +656,8 @@ def run(
                     results.setdefault((variant.name, "concurrent"), []).append((latencies, errors, seconds))
                     print(
                         f"  rep {rep + 1} {variant.name:18} pack list x{CONCURRENT_CLIENTS}: "
-                        f"{len(latencies) / seconds:5.0f} req/s, p50 {ms(pct(latencies, 50))}, p99 {ms(pct(latencies, 99))}"
+                        f"{len(latencies) / seconds:5.0f} req/s, "
+                        f"p50 {ms(pct(latencies, 50))}, p99 {ms(pct(latencies, 99))}"
                         f", {errors} errors | load {os.getloadavg()[0]:.2f}",
                         flush=True,
                     )
@@ -710,7 +716,8 @@ def summarize(results: dict) -> list[Row]:
         acks = ", acks p50 " + ms(statistics.median(b.ack_p50 for b in got)) if got else ""
         rows.append(
             Row(
-                what=f"webhook events/s through gunicorn, Stripe answering in {delay * 1000:.0f} ms (16 senders, 30% duplicates)",
+                what=f"webhook events/s through gunicorn, Stripe answering in {delay * 1000:.0f} ms "
+                "(16 senders, 30% duplicates)",
                 figure=after + acks,
                 beside="; ".join(beside),
                 settings=settings,
@@ -724,7 +731,8 @@ def summarize(results: dict) -> list[Row]:
             rows.append(
                 Row(
                     what="pack list p50/p99 during the webhook burst",
-                    figure=f"{ms(pct(during, 50))} / {ms(pct(during, 99))} (quiet {ms(pct(quiet, 50))} / {ms(pct(quiet, 99))})",
+                    figure=f"{ms(pct(during, 50))} / {ms(pct(during, 99))} "
+                    f"(quiet {ms(pct(quiet, 50))} / {ms(pct(quiet, 99))})",
                     beside=_before_probe(results),
                     settings=settings,
                 )
