@@ -312,11 +312,20 @@ class OrderAdmin(ReadOnlyAdmin):
 
 @admin.register(StripeEvent)
 class StripeEventAdmin(ReadOnlyAdmin):
-    list_display = ("event_id", "type", moment("received_at"), moment("processed_at"), "attempts", "has_error")
+    list_display = (
+        "event_id",
+        "type",
+        moment("received_at"),
+        moment("processed_at"),
+        "attempts",
+        "has_error",
+        moment("next_attempt_at"),
+    )
     list_filter = ("type", ("processed_at", admin.EmptyFieldListFilter))
     search_fields = ("=event_id", "type")
     date_hierarchy = "received_at"
-    fields = ("event_id", "type", "received_at", "processed_at", "attempts", "error")
+    # An unprocessed event is retried at next_attempt_at; `manage.py processstripeevents --now` retries at once.
+    fields = ("event_id", "type", "received_at", "processed_at", "attempts", "error", "next_attempt_at", "claimed_until")
 
     @admin.display(description="error", boolean=True)
     def has_error(self, event: StripeEvent) -> bool:
