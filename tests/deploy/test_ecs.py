@@ -390,6 +390,13 @@ def test_gunicorn_refuses_a_graceful_timeout_the_stop_timeout_does_not_fit(tmp_p
     assert result.returncode != 0 and "does not fit the container's stop timeout" in result.stderr
 
 
+def test_gunicorn_refuses_a_stripe_event_lease_a_slow_stripe_could_outlast(tmp_path):
+    """A claim must outlive its handler (two worst Stripe calls), or a second processor takes over a running event."""
+    env = {**container_environment("web", tmp_path), "STRIPE_EVENT_LEASE_SECONDS": "120"}
+    result = _gunicorn_settings(env)
+    assert result.returncode != 0 and "STRIPE_EVENT_LEASE_SECONDS=120s is not longer than two" in result.stderr
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
