@@ -1,5 +1,6 @@
 """Storefront views: parse the request, call one service, render. The rules live in `storefront.services`."""
 
+import json
 import logging
 from datetime import date
 from urllib.parse import urlencode
@@ -239,11 +240,20 @@ def stripe_webhook(request: HttpRequest) -> HttpResponse:
     A verified event is stored (storefront/webhooks.py) and answered 200 at once; a redelivery answers 200 too.
     """
     try:
-        event = stripe.Webhook.construct_event(
-            request.body, request.headers["stripe-signature"], settings.STRIPE_WEBHOOK_SECRET
+        # What `stripe.Webhook.construct_event` does, without building StripeObjects only to turn them back into a
+        # dict (about 0.7 ms of CPU a delivery): the signature and its age (Stripe's 5-minute tolerance), then JSON.
+        payload = request.body.decode("utf-8")
+        stripe.WebhookSignature.verify_header(
+            payload,
+            request.headers["stripe-signature"],
+            settings.STRIPE_WEBHOOK_SECRET,
+            stripe.Webhook.DEFAULT_TOLERANCE,
         )
+        event = json.loads(payload)
         event_id, event_type = event["id"], event["type"]
-        data_object = event["data"]["object"].to_dict()
+        data_object = event["data"]["object"]
+        if not isinstance(data_object, dict):
+            raise TypeError("data.object is not an object")
     except (KeyError, ValueError, TypeError, AttributeError, stripe.SignatureVerificationError) as exc:
         logger.warning("Refused a Stripe webhook request: %s", type(exc).__name__)
         return HttpResponse(status=400)
