@@ -325,7 +325,16 @@ class StripeEventAdmin(ReadOnlyAdmin):
     search_fields = ("=event_id", "type")
     date_hierarchy = "received_at"
     # An unprocessed event is retried at next_attempt_at; `manage.py processstripeevents --now` retries at once.
-    fields = ("event_id", "type", "received_at", "processed_at", "attempts", "error", "next_attempt_at", "claimed_until")
+    fields = (
+        "event_id",
+        "type",
+        "received_at",
+        "processed_at",
+        "attempts",
+        "error",
+        "next_attempt_at",
+        "claimed_until",
+    )
 
     @admin.display(description="error", boolean=True)
     def has_error(self, event: StripeEvent) -> bool:
