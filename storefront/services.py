@@ -375,7 +375,7 @@ def _order_for_payment(*, payment_intent_id: str) -> Order | None:
 
 def _voucher_of(order: Order) -> Voucher:
     voucher = Voucher.objects.filter(order=order).first()
-    if voucher is None:  # an unpaid order (a mismatched payment): refuse loudly, Stripe retries, an operator looks
+    if voucher is None:  # an unpaid order (a mismatched payment): refuse loudly; the event is retried; see admin
         raise CheckoutError(f"Order {order.pk} has no voucher to take back.", http_status=409)
     return voucher
 
