@@ -225,13 +225,13 @@ def generation_reserve(
         what = "This image costs" if count == 1 else f"These {count} images cost"
         left = guild_allowance_left(guild_id=guild_id, discord_user_id=discord_user_id) if rules else 0
         allowance = (
-            f" (the server pays only for a request that fits in your allowance left today, {left})"
-            if rules and left
+            f" This server pays only for a request that fits in your allowance left today ({plural(left)})."
+            if left
             else ""
         )
         raise InsufficientCredits(
-            f"{what} {plural(cost)} and your balance is {plural(balance)}{allowance}. "
-            "Use /buy to get more, or /redeem a voucher."
+            f"{what} {plural(cost)} and your balance is {plural(balance)}. Use /buy to get more, or /redeem a "
+            f"voucher.{allowance}"
         ) from None
     return Reservation(
         generation_id=generation.pk,

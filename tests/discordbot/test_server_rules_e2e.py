@@ -293,6 +293,8 @@ def test_past_the_allowance_the_member_pays_all_of_a_request_from_their_own_bala
     fund_server(bot, boss, 100)
     server(bot, boss, "allowance", credits=3)
 
+    balance = bot.answer(bot.command("balance", user=user)).content
+    assert "You have **10 credits**" in balance and "up to 3 credits more today" in balance
     made(bot, user, prompt="fits", count=2)  # 2 of 3: the wallet pays
     made(bot, user, prompt="does not fit", count=2)  # 2 > 1 left: the member pays all of it, the allowance none
 
