@@ -225,7 +225,8 @@ def generation_reserve(
         what = "This image costs" if count == 1 else f"These {count} images cost"
         left = guild_allowance_left(guild_id=guild_id, discord_user_id=discord_user_id) if rules else 0
         allowance = (
-            f" This server pays only for a request that fits in your allowance left today ({plural(left)})."
+            f" This server pays only for a request that fits in your allowance left today ({plural(left)}) and in"
+            " its wallet."
             if left
             else ""
         )
