@@ -417,7 +417,8 @@ def guild_request_charge(
 
 def guild_charge_give_back(*, generation_id: int, images: int | None = None) -> None:
     """A refund of `images` of a request (None: all of them) gives back their share of the daily cap and, when the
-    wallet paid, of the allowance. Inside the refund's transaction; the refund itself happens once per charge (a
+    wallet paid, of the allowance. Inside the refund's transaction, before its credits move (the member's day row
+    is locked before the account, as in `guild_request_charge`); the refund itself happens once per charge (a
     unique constraint), and so does this (the conditional UPDATE on what is still unreturned)."""
     charge = GuildCharge.objects.filter(generation_id=generation_id).first()
     if charge is None:

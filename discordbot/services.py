@@ -434,12 +434,14 @@ def generation_succeed(*, generation_id: int, message_id: int | None = None) -> 
             charge_id = LedgerEntry.objects.values_list("pk", flat=True).get(
                 generation_id=generation_id, kind=LedgerEntry.Kind.GENERATE
             )
+            # The allowance first, then the credits: the lock order of the reservation (the member's day row, then
+            # the account), so a refund and a reservation of the same member never wait on each other in a circle.
+            guild_charge_give_back(generation_id=generation_id, images=missing)
             credits_refund(
                 entry_id=charge_id,
                 amount=cost // count * missing,
                 memo=f"Image #{generation_id}: {plural(missing, 'image')} of {count} not delivered",
             )
-            guild_charge_give_back(generation_id=generation_id, images=missing)
     return True
 
 
@@ -465,8 +467,8 @@ def _refund_where(condition: Q, *, generation_id: int, error: str) -> bool:
         charge_id = LedgerEntry.objects.values_list("pk", flat=True).get(
             generation_id=generation_id, kind=LedgerEntry.Kind.GENERATE
         )
+        guild_charge_give_back(generation_id=generation_id)  # before the credits: the reservation's lock order
         credits_refund(entry_id=charge_id, memo=f"Image #{generation_id} not delivered")
-        guild_charge_give_back(generation_id=generation_id)
     return True
 
 

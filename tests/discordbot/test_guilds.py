@@ -97,6 +97,26 @@ def test_a_refund_gives_back_the_wallets_credits_and_the_allowance_once(assert_a
     assert_audit_clean()
 
 
+def test_refunds_racing_reservations_of_the_same_member_neither_deadlock_nor_lose_allowance(assert_audit_clean):
+    fund_wallet(20)
+    guild_allowance_set(guild_id=GUILD, credits=10)
+    user = member(9)
+    earlier = [reserve(user).generation_id for _ in range(5)]
+
+    def work(i: int) -> list:
+        if i % 2:
+            return [attempt(generation_fail_and_refund, generation_id=earlier[i // 2], error="error: test")]
+        return [attempt(reserve, user=user)]
+
+    outcomes = race_threads(10, work)
+
+    kinds = Counter(type(o).__name__ for o in outcomes)
+    assert kinds == {"Reservation": 5, "bool": 5}, kinds
+    assert GuildMemberDay.objects.get().allowance_used == 5
+    assert CreditAccount.objects.get(discord_guild_id=GUILD).balance == 15
+    assert_audit_clean()
+
+
 def test_a_member_who_must_pay_and_cannot_leaves_nothing_behind():
     guild_allowance_set(guild_id=GUILD, credits=1)  # the wallet does not exist: the member pays, and has nothing
     user = member(3)
