@@ -122,3 +122,6 @@ def test_an_operator_edits_a_servers_rules_and_sees_usage_per_member(admin_clien
     usage = admin_client.get(reverse("admin:discordbot_guildmemberday_changelist")).content.decode()
     assert str(ALICE) in usage
     assert GuildMemberDay.objects.get().allowance_used == 1
+    accounts = admin_client.get(reverse("admin:vouchers_creditaccount_changelist")).content.decode()
+    ledger = admin_client.get(reverse("admin:vouchers_ledgerentry_changelist")).content.decode()
+    assert f"Server wallet ({guild})" in accounts and f"Server wallet ({guild})" in ledger and "None" not in accounts
