@@ -5,13 +5,16 @@ Credits are never changed here; a generation stuck in flight is refunded by the 
 
 from datetime import timedelta
 
+from django import forms
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from discordbot.models import BotProcess, Generation
-from vouchers.admin_base import ReadOnlyAdmin, member_label, moment
+from discordbot.guilds import MAX_CHANNELS
+from discordbot.models import BotProcess, Generation, GuildMember, GuildMemberDay, GuildSettings
+from vouchers.admin_base import GuardedAdmin, ReadOnlyAdmin, member_label, moment
+from vouchers.models import CreditAccount
 
 
 def _seconds(delta: timedelta | None) -> str:
@@ -108,3 +111,75 @@ class BotProcessAdmin(ReadOnlyAdmin):
 
     list_display = ["identity", "active", "host", "pid", "started_at", "heartbeat_at", "expires_at", "stopped_at"]
     list_filter = ["active"]
+
+
+# --- Per-server rules and server wallets (discordbot.guilds) -----------------------------------------------------
+
+
+class GuildSettingsForm(forms.ModelForm):
+    class Meta:
+        model = GuildSettings
+        fields = [
+            "guild_id",
+            "name",
+            "channel_ids",
+            "required_role_id",
+            "daily_image_cap",
+            "max_image_cost",
+            "moderation",
+            "default_allowance",
+        ]
+        help_texts = {"channel_ids": "Channel ids where image commands work, e.g. [123, 456]; [] for every channel."}
+
+    def clean_channel_ids(self) -> list[int]:
+        value = self.cleaned_data["channel_ids"] or []
+        if not isinstance(value, list) or any(type(c) is not int or not 0 < c < 2**63 for c in value):
+            raise forms.ValidationError("A list of Discord channel ids (whole numbers), or [] for every channel.")
+        if len(value) > MAX_CHANNELS:
+            raise forms.ValidationError(f"At most {MAX_CHANNELS} channels.")
+        return list(dict.fromkeys(value))
+
+
+@admin.register(GuildSettings)
+class GuildSettingsAdmin(GuardedAdmin):
+    """A server's rules, as its managers set them with /server; operators may correct them here. The wallet is a
+    credit account of kind "server" (credits move only through the ledger, never here)."""
+
+    form = GuildSettingsForm
+    list_display = [
+        "guild_id",
+        "name",
+        "daily_image_cap",
+        "max_image_cost",
+        "moderation",
+        "default_allowance",
+        "wallet",
+        "updated_at",
+    ]
+    search_fields = ["name", "=guild_id"]
+
+    @admin.display(description="wallet (credits)")
+    def wallet(self, obj: GuildSettings) -> int:
+        return (
+            CreditAccount.objects.filter(discord_guild_id=obj.guild_id).values_list("balance", flat=True).first() or 0
+        )
+
+
+@admin.register(GuildMember)
+class GuildMemberAdmin(GuardedAdmin):
+    """Members barred from a server's images, and members with their own daily allowance."""
+
+    list_display = ["guild_id", "discord_user_id", "barred", "allowance", "updated_at"]
+    list_filter = ["barred"]
+    search_fields = ["=guild_id", "=discord_user_id"]
+
+
+@admin.register(GuildMemberDay)
+class GuildMemberDayAdmin(ReadOnlyAdmin):
+    """Usage per member per server per day (UTC): images asked for and credits the server's wallet paid, net of
+    refunds. Written only by the bot's reservations and refunds."""
+
+    list_display = ["day", "guild_id", "discord_user_id", "images", "allowance_used"]
+    list_filter = ["day"]
+    search_fields = ["=guild_id", "=discord_user_id"]
+    date_hierarchy = "day"

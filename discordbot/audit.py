@@ -4,11 +4,11 @@ some were delivered, it ends succeeded with exactly one refund of `unit cost x m
 
 from collections import defaultdict
 
-from django.db.models import Count, F, Q
+from django.db.models import Count, F, Q, Sum
 
-from discordbot.models import Generation
+from discordbot.models import Generation, GuildCharge, GuildMemberDay
 from vouchers.audit import Kind, audit_check
-from vouchers.models import LedgerEntry
+from vouchers.models import CreditAccount, LedgerEntry
 
 
 @audit_check("each generation charged once, refunded at most once")
@@ -71,3 +71,100 @@ def _delivered_means_charged() -> list[str]:
             status=Generation.Status.REFUNDED, delivered_at__isnull=False
         ).values_list("pk", "message_id")
     ]
+
+
+# --- Server wallets and allowances (discordbot.guilds) ----------------------------------------------------------
+
+
+@audit_check("server wallets pay only within allowances, and refunds give both back")
+def _server_charges_match_ledger() -> list[str]:
+    """A request counted against a server's rules (`GuildCharge`) was charged to the server's wallet exactly when
+    it used the allowance, for exactly that much; what its refunds gave back to the wallet is what it gave back
+    to the allowance; and its images counted and returned match the generation's."""
+    problems = []
+    charges = {
+        gen_id: (account_id, kind, guild_id, delta)
+        for gen_id, account_id, kind, guild_id, delta in LedgerEntry.objects.filter(
+            kind=Kind.GENERATE, generation__guild_charge__isnull=False
+        ).values_list("generation_id", "account_id", "account__kind", "account__discord_guild_id", "delta")
+    }
+    refunds = defaultdict(int)
+    for gen_id, delta in LedgerEntry.objects.filter(
+        kind=Kind.REFUND, generation__guild_charge__isnull=False
+    ).values_list("generation_id", "delta"):
+        refunds[gen_id] += delta
+    rows = GuildCharge.objects.values_list(
+        "generation_id",
+        "guild_id",
+        "images",
+        "allowance",
+        "images_returned",
+        "allowance_returned",
+        "generation__count",
+        "generation__status",
+        "generation__delivered_count",
+    )
+    for gen_id, guild_id, images, allowance, images_back, allowance_back, count, status, delivered in rows:
+        charge = charges.get(gen_id)
+        if charge is None:
+            problems.append(f"generation {gen_id}: counted against server {guild_id} but never charged")
+            continue
+        _, kind, wallet_guild, delta = charge
+        if allowance and (kind != CreditAccount.Kind.SERVER or wallet_guild != guild_id or -delta != allowance):
+            problems.append(f"generation {gen_id}: used {allowance} of an allowance but was charged {delta} to {kind}")
+        if not allowance and kind != CreditAccount.Kind.MEMBER:
+            problems.append(f"generation {gen_id}: charged to server {wallet_guild}'s wallet without an allowance")
+        if allowance and refunds.get(gen_id, 0) != allowance_back:
+            problems.append(
+                f"generation {gen_id}: the wallet got back {refunds.get(gen_id, 0)} but the allowance {allowance_back}"
+            )
+        if images != count:
+            problems.append(f"generation {gen_id}: {count} images asked for but {images} counted against the cap")
+        expected_back = 0
+        if status == Generation.Status.REFUNDED:
+            expected_back = count
+        elif status == Generation.Status.SUCCEEDED and delivered is not None:
+            expected_back = count - delivered
+        if images_back != expected_back:
+            problems.append(f"generation {gen_id}: {status}, {images_back} images given back, expected {expected_back}")
+    wallet_charges = LedgerEntry.objects.filter(kind=Kind.GENERATE, account__kind=CreditAccount.Kind.SERVER).exclude(
+        generation__guild_charge__allowance__gt=0
+    )
+    problems += [
+        f"ledger entry {pk}: a wallet charge no allowance accounts for"
+        for pk in wallet_charges.values_list("pk", flat=True)
+    ]
+    return problems
+
+
+@audit_check("each member's day in a server matches its requests")
+def _member_days_match_charges() -> list[str]:
+    """A member's images and allowance used on a day are what that day's requests counted, less what refunds
+    gave back: the counters move only with their requests."""
+    expected = defaultdict(lambda: [0, 0])
+    for guild_id, user_id, day, images, allowance in (
+        GuildCharge.objects.values("guild_id", "discord_user_id", "day")
+        .annotate(
+            images=Sum(F("images") - F("images_returned")), allowance=Sum(F("allowance") - F("allowance_returned"))
+        )
+        .values_list("guild_id", "discord_user_id", "day", "images", "allowance")
+    ):
+        expected[(guild_id, user_id, day)] = [images, allowance]
+    problems = []
+    seen = set()
+    for guild_id, user_id, day, images, used in GuildMemberDay.objects.values_list(
+        "guild_id", "discord_user_id", "day", "images", "allowance_used"
+    ):
+        key = (guild_id, user_id, day)
+        seen.add(key)
+        if [images, used] != expected.get(key, [0, 0]):
+            problems.append(
+                f"member {user_id} in server {guild_id} on {day}: {images} images and {used} allowance used, "
+                f"but its requests say {expected.get(key, [0, 0])}"
+            )
+    problems += [
+        f"member {k[1]} in server {k[0]} on {k[2]}: requests counted but no day row"
+        for k in expected
+        if k not in seen and expected[k] != [0, 0]
+    ]
+    return problems

@@ -133,3 +133,107 @@ class MemberSettings(models.Model):
 
     def __str__(self) -> str:
         return f"Settings of {self.discord_user_id}"
+
+
+# --- Per-server rules and server wallets (set by a server's managers with /server, or by operators) -------------
+
+
+class GuildSettings(models.Model):
+    """A Discord server's rules for image requests. No row: the server has no rules (every member, every channel,
+    each paying from their own balance), as in a DM."""
+
+    class Moderation(models.TextChoices):
+        DEFAULT = "", "The image service's default"
+        AUTO = "auto", "auto (standard filtering)"
+        LOW = "low", "low (less restrictive filtering)"
+
+    guild_id = models.BigIntegerField(unique=True)
+    name = models.CharField(max_length=100, blank=True)  # as the bot last saw it, for operators
+    # Channel ids where image commands work; empty: every channel. A thread counts as its parent channel.
+    channel_ids = models.JSONField(default=list, blank=True)
+    required_role_id = models.BigIntegerField(null=True, blank=True)
+    daily_image_cap = models.PositiveIntegerField(null=True, blank=True, help_text="Images per member per day.")
+    max_image_cost = models.PositiveIntegerField(null=True, blank=True, help_text="The most one image may cost.")
+    # Sent as `moderation` to GPT image models' generations (the SDK's images.generate; edits have no such option).
+    moderation = models.CharField(max_length=8, blank=True, choices=Moderation.choices)
+    # Credits a day each member may spend from the server's wallet (0: the wallet pays for nobody by default).
+    default_allowance = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "server settings"
+        verbose_name_plural = "server settings"
+        constraints = [
+            models.CheckConstraint(condition=Q(moderation__in=["", "auto", "low"]), name="guildsettings_moderation"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Server {self.name or self.guild_id}"
+
+
+class GuildMember(models.Model):
+    """A member's standing in one server: barred from generating, and/or their own daily allowance."""
+
+    guild_id = models.BigIntegerField()
+    discord_user_id = models.BigIntegerField()
+    barred = models.BooleanField(default=False)
+    allowance = models.PositiveIntegerField(null=True, blank=True, help_text="Overrides the server's default.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "server member"
+        constraints = [
+            models.UniqueConstraint(fields=["guild_id", "discord_user_id"], name="guildmember_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Member {self.discord_user_id} of server {self.guild_id}"
+
+
+class GuildMemberDay(models.Model):
+    """A member's use of one server on one day (UTC): images asked for (the daily cap) and credits taken from the
+    server's wallet (the allowance). Both rise only by a conditional UPDATE that re-checks the limit, and fall
+    only by a refund of what a request counted (`GuildCharge`)."""
+
+    guild_id = models.BigIntegerField()
+    discord_user_id = models.BigIntegerField()
+    day = models.DateField()
+    images = models.PositiveIntegerField(default=0)
+    allowance_used = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "server member's day"
+        ordering = ["-day", "guild_id", "discord_user_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["guild_id", "discord_user_id", "day"], name="guildmemberday_unique"),
+            models.CheckConstraint(condition=Q(images__gte=0), name="guildmemberday_images_non_negative"),
+            models.CheckConstraint(condition=Q(allowance_used__gte=0), name="guildmemberday_allowance_non_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.discord_user_id} in {self.guild_id} on {self.day}"
+
+
+class GuildCharge(models.Model):
+    """What one request in a server with rules counted against them: its images (the daily cap) and, when the
+    server's wallet paid, its credits (the allowance). A refund gives back its share of both, once."""
+
+    generation = models.OneToOneField(Generation, on_delete=models.PROTECT, related_name="guild_charge")
+    guild_id = models.BigIntegerField(db_index=True)
+    discord_user_id = models.BigIntegerField()
+    day = models.DateField()
+    images = models.PositiveSmallIntegerField()
+    allowance = models.PositiveIntegerField(default=0)  # credits from the allowance; 0: the member paid
+    images_returned = models.PositiveSmallIntegerField(default=0)
+    allowance_returned = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(images_returned__lte=F("images")), name="guildcharge_images_returned"),
+            models.CheckConstraint(
+                condition=Q(allowance_returned__lte=F("allowance")), name="guildcharge_allowance_returned"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Server charge of generation #{self.generation_id}"

@@ -31,6 +31,7 @@ from django.db import DatabaseError
 from discordbot.attachments import attachments_read
 from discordbot.bridge import run_service
 from discordbot.errors import BotError, GenerationError
+from discordbot.guilds import server_rules_refuse
 from discordbot.images import ImageBackend, ImageBatch, ImageJob, InputImage, Preview, safety_identifier
 from discordbot.queue import GenerationQueue, QueueTimeout
 from discordbot.replies import PUBLIC_MESSAGE, UNEXPECTED, PublicMessage, plural, send_private
@@ -283,6 +284,8 @@ class GenerationPipeline:
         member = interaction.user.id
         if self._closing:
             await send_private(interaction, RESTARTING)
+            return
+        if await server_rules_refuse(interaction, request):  # a server's own rules (discordbot.guilds)
             return
         if self._waiting[member] >= self.max_waiting_per_member:
             await send_private(
@@ -546,6 +549,7 @@ class GenerationPipeline:
                                 images=images,
                                 markup=markup,
                                 partial_images=partials,
+                                moderation=reservation.moderation,
                             ),
                             on_preview=self._previewer(reservation, public) if partials else None,
                         )

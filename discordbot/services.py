@@ -23,6 +23,7 @@ import logging
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 
 from django.conf import settings
 from django.core.cache import cache
@@ -31,6 +32,7 @@ from django.db.models import Exists, Q
 from django.utils import timezone
 
 from discordbot.errors import GenerationError, RedeemRateLimited
+from discordbot.guilds import guild_allowance_left, guild_charge_give_back, guild_request_charge, guild_rules_get
 from discordbot.models import BotProcess, Generation, MemberSettings
 from discordbot.replies import plural
 from discordbot.selectors import spend_today
@@ -38,7 +40,14 @@ from vouchers.errors import InsufficientCredits, VoucherError
 from vouchers.models import CreditAccount, LedgerEntry
 from vouchers.pricing import image_cost
 from vouchers.selectors import account_balance
-from vouchers.services import Redemption, account_name_record, credits_refund, credits_reserve, voucher_redeem
+from vouchers.services import (
+    Redemption,
+    account_get_or_create,
+    account_name_record,
+    credits_refund,
+    credits_reserve,
+    voucher_redeem,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +71,8 @@ class Reservation:
     operation: str = "generate"
     count: int = 1
     private: bool = False
+    moderation: str = ""  # the server's setting for the image service ("": the service's default)
+    paid_by_server: bool = False  # the server's wallet paid (from the member's allowance)
 
     @property
     def unit_cost(self) -> int:
@@ -177,11 +188,14 @@ def generation_reserve(
         size=size, quality=quality, operation=operation, count=count, input_images=input_images
     )
     _spend_guard_check()
+    rules = guild_rules_get(guild_id=guild_id)  # None: a DM, or a server without rules (see discordbot.guilds)
     account_id = CreditAccount.objects.filter(discord_user_id=discord_user_id).values_list("pk", flat=True).first()
     try:
-        if account_id is None:
+        if account_id is None and rules is None:
             raise InsufficientCredits()
         with transaction.atomic():
+            if account_id is None:  # the server's wallet may pay; else the rollback leaves no empty account
+                account_id = account_get_or_create(discord_user_id=discord_user_id).pk
             generation = Generation.objects.create(
                 account_id=account_id,
                 prompt=prompt,
@@ -197,18 +211,28 @@ def generation_reserve(
                 guild_id=guild_id,
                 channel_id=channel_id,
             )
-            credits_reserve(
+            charge = credits_reserve if rules is None else partial(guild_request_charge, rules=rules, count=count)
+            entry = charge(
                 discord_user_id=discord_user_id,
                 amount=cost,
                 generation_id=generation.pk,
                 memo=f"Image #{generation.pk}",
             )
+            # The member's balance after it (their own, whoever paid: the server's wallet is not theirs to see).
             balance = CreditAccount.objects.values_list("balance", flat=True).get(pk=account_id)
     except InsufficientCredits:
         balance = account_balance(discord_user_id=discord_user_id)
         what = "This image costs" if count == 1 else f"These {count} images cost"
+        left = guild_allowance_left(guild_id=guild_id, discord_user_id=discord_user_id) if rules else 0
+        allowance = (
+            f" This server pays only for a request that fits in your allowance left today ({plural(left)}) and in"
+            " its wallet."
+            if left
+            else ""
+        )
         raise InsufficientCredits(
-            f"{what} {plural(cost)} and your balance is {plural(balance)}. Use /buy to get more, or /redeem a voucher."
+            f"{what} {plural(cost)} and your balance is {plural(balance)}. Use /buy to get more, or /redeem a "
+            f"voucher.{allowance}"
         ) from None
     return Reservation(
         generation_id=generation.pk,
@@ -220,6 +244,8 @@ def generation_reserve(
         operation=operation,
         count=count,
         private=private,
+        moderation=rules.moderation if rules else "",
+        paid_by_server=entry.account_id != account_id,
     )
 
 
@@ -408,6 +434,9 @@ def generation_succeed(*, generation_id: int, message_id: int | None = None) -> 
             charge_id = LedgerEntry.objects.values_list("pk", flat=True).get(
                 generation_id=generation_id, kind=LedgerEntry.Kind.GENERATE
             )
+            # The allowance first, then the credits: the lock order of the reservation (the member's day row, then
+            # the account), so a refund and a reservation of the same member never wait on each other in a circle.
+            guild_charge_give_back(generation_id=generation_id, images=missing)
             credits_refund(
                 entry_id=charge_id,
                 amount=cost // count * missing,
@@ -438,6 +467,7 @@ def _refund_where(condition: Q, *, generation_id: int, error: str) -> bool:
         charge_id = LedgerEntry.objects.values_list("pk", flat=True).get(
             generation_id=generation_id, kind=LedgerEntry.Kind.GENERATE
         )
+        guild_charge_give_back(generation_id=generation_id)  # before the credits: the reservation's lock order
         credits_refund(entry_id=charge_id, memo=f"Image #{generation_id} not delivered")
     return True
 

@@ -76,6 +76,9 @@ class Order(models.Model):
     discord_user_id = models.BigIntegerField(null=True, blank=True, db_index=True)
     # How the `/buy` member was named when they asked for the link ("Ada (@ada)"), to say whom it credited.
     discord_name = models.CharField(max_length=100, blank=True)
+    # A server-bound link (`/server buy`): the credits go to this server's wallet, not to `discord_user_id` (the
+    # manager who asked for the link, kept for the record).
+    discord_guild_id = models.BigIntegerField(null=True, blank=True, db_index=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -46,7 +46,13 @@ from storefront.payments import (
 from storefront.tokens import BuyTokenError, buy_token_open
 from vouchers.errors import VoucherError
 from vouchers.models import Voucher
-from vouchers.services import voucher_claw_back, voucher_claw_back_return, voucher_issue, voucher_redeem
+from vouchers.services import (
+    server_voucher_redeem,
+    voucher_claw_back,
+    voucher_claw_back_return,
+    voucher_issue,
+    voucher_redeem,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +99,9 @@ class Fulfilment:
 # --- Checkout -------------------------------------------------------------------------------------------
 
 
-def order_create(*, pack_id: object, discord_user_id: int | None = None, discord_name: str = "") -> Order:
+def order_create(
+    *, pack_id: object, discord_user_id: int | None = None, discord_name: str = "", discord_guild_id: int | None = None
+) -> Order:
     """A pending order for one active pack, with its credits and price copied as they are now."""
     pk = str(pack_id).strip() if pack_id is not None else ""
     pack = CreditPack.objects.filter(pk=int(pk), active=True).first() if pk.isdigit() and len(pk) < 19 else None
@@ -106,6 +114,7 @@ def order_create(*, pack_id: object, discord_user_id: int | None = None, discord
         currency=pack.currency,
         discord_user_id=discord_user_id,
         discord_name=discord_name if discord_user_id else "",
+        discord_guild_id=discord_guild_id if discord_user_id else None,
     )
 
 
@@ -129,14 +138,17 @@ def checkout_session_create(*, order: Order, buy_token: str = "") -> str:
 
 def checkout_start(*, pack_id: object, buy_token: str = "") -> CheckoutStart:
     """`POST /checkout/`: check the optional `/buy` token, create the order, then its Checkout Session."""
-    discord_user_id, discord_name = None, ""
+    discord_user_id, discord_name, discord_guild_id = None, "", None
     if buy_token:
         try:
             buy_for = buy_token_open(token=buy_token)
         except BuyTokenError as exc:
             raise CheckoutError(str(exc)) from exc
         discord_user_id, discord_name = buy_for.discord_user_id, buy_for.name
-    order = order_create(pack_id=pack_id, discord_user_id=discord_user_id, discord_name=discord_name)
+        discord_guild_id = buy_for.discord_guild_id
+    order = order_create(
+        pack_id=pack_id, discord_user_id=discord_user_id, discord_name=discord_name, discord_guild_id=discord_guild_id
+    )
     url = checkout_session_create(order=order, buy_token=buy_token)
     return CheckoutStart(order=order, url=url)
 
@@ -274,7 +286,9 @@ def _fulfill(*, session: CheckoutSession) -> Fulfilment:
                 logger.warning("Order %s was claimable but already had a voucher; keeping that one.", order.pk)
             else:
                 issued_now = True
-                if order.discord_user_id:
+                if order.discord_guild_id:
+                    _redeem_to_server(voucher=voucher, discord_guild_id=order.discord_guild_id)
+                elif order.discord_user_id:
                     _redeem_to_buyer(voucher=voucher, discord_user_id=order.discord_user_id)
                 order_id = order.pk
                 transaction.on_commit(lambda: voucher_email_send(order_id=order_id), robust=True)
@@ -292,6 +306,17 @@ def _redeem_to_buyer(*, voucher: Voucher, discord_user_id: int) -> None:
             voucher_redeem(code=voucher.code, discord_user_id=discord_user_id)
     except VoucherError:
         logger.exception("Could not redeem order %s's voucher to its Discord member.", voucher.order_id)
+    voucher.refresh_from_db()
+
+
+def _redeem_to_server(*, voucher: Voucher, discord_guild_id: int) -> None:
+    """A `/server buy` order: credit the server's wallet straight away; if that fails, the voucher stays active
+    (a manager can `/server redeem` it)."""
+    try:
+        with transaction.atomic():
+            server_voucher_redeem(code=voucher.code, discord_guild_id=discord_guild_id)
+    except VoucherError:
+        logger.exception("Could not redeem order %s's voucher to its Discord server's wallet.", voucher.order_id)
     voucher.refresh_from_db()
 
 

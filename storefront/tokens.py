@@ -5,6 +5,8 @@ The bot's `/buy` makes one (`buy_token_make`) and links to `SITE_URL/?for=TOKEN`
 Signed with SECRET_KEY (shared by the web and bot containers); nobody can forge one for another member.
 The token also carries the member's name as Discord showed it when they ran `/buy`, so the shop can say which
 account it credits and ask the buyer to confirm. Tokens made before the name was added still work (no name).
+A server-bound token (`/server buy`) also carries the server's id: its credits go to that server's wallet, and
+its name is the wallet's ("the wallet of server X").
 """
 
 from dataclasses import dataclass
@@ -28,6 +30,8 @@ class BuyFor:
 
     discord_user_id: int
     name: str  # "Ada (@ada)"; "" for a token made before names were carried
+    # `/server buy`: the credits go to this server's wallet (`discord_user_id` is the manager who asked).
+    discord_guild_id: int | None = None
 
 
 def _one_line(text: str) -> str:
@@ -46,10 +50,12 @@ def discord_name_label(*, username: str, display_name: str = "") -> str:
     return f"@{username}"[:MAX_NAME_LENGTH]
 
 
-def buy_token_make(*, discord_user_id: int, discord_name: str = "") -> str:
+def buy_token_make(*, discord_user_id: int, discord_name: str = "", discord_guild_id: int | None = None) -> str:
     payload: dict[str, object] = {"discord_user_id": discord_user_id}
     if discord_name:
         payload["name"] = discord_name[:MAX_NAME_LENGTH]
+    if discord_guild_id is not None:
+        payload["discord_guild_id"] = discord_guild_id
     return signing.dumps(payload, salt=BUY_TOKEN_SALT, compress=True)
 
 
@@ -64,8 +70,15 @@ def buy_token_open(*, token: str, max_age: int = BUY_TOKEN_MAX_AGE_SECONDS) -> B
     user_id = data.get("discord_user_id") if isinstance(data, dict) else None
     if type(user_id) is not int or user_id <= 0:
         raise BuyTokenError("This purchase link is not valid. Run /buy in Discord for a new one.")
+    guild_id = data.get("discord_guild_id")
+    if guild_id is not None and (type(guild_id) is not int or guild_id <= 0):
+        raise BuyTokenError("This purchase link is not valid. Run /buy in Discord for a new one.")
     name = data.get("name")
-    return BuyFor(discord_user_id=user_id, name=_one_line(name)[:MAX_NAME_LENGTH] if isinstance(name, str) else "")
+    return BuyFor(
+        discord_user_id=user_id,
+        name=_one_line(name)[:MAX_NAME_LENGTH] if isinstance(name, str) else "",
+        discord_guild_id=guild_id,
+    )
 
 
 def buy_token_read(*, token: str, max_age: int = BUY_TOKEN_MAX_AGE_SECONDS) -> int:

@@ -302,7 +302,17 @@ class CreditAccountAdmin(GuardedAdmin):
     code_search_fields = ("redeemed_vouchers__code",)
     exact_code_lookups = ("redeemed_vouchers__code",)
     member_id_lookup = "discord_user_id"
-    readonly_fields = ["discord_user_id", "discord_name", "balance", "owed", "created_at", "updated_at", "ledger"]
+    readonly_fields = [
+        "kind",
+        "discord_user_id",
+        "discord_guild_id",
+        "discord_name",
+        "balance",
+        "owed",
+        "created_at",
+        "updated_at",
+        "ledger",
+    ]
     inlines = [LedgerEntryInline]
     actions = ["grant_credits", "debit_credits"]
 

@@ -91,6 +91,8 @@ def member_label(account) -> str:
     """A member as operators see them: "Name (@user) (1234...)" once the bot has seen their name, else the id."""
     if account is None:
         return "\N{EN DASH}"
+    if getattr(account, "kind", "member") == "server":
+        return str(account)  # a server's wallet: "Server wallet Name (guild id)"
     name = getattr(account, "discord_name", "")
     return f"{name} ({account.discord_user_id})" if name else str(account.discord_user_id)
 

@@ -73,9 +73,20 @@ class Voucher(models.Model):
 
 
 class CreditAccount(models.Model):
-    """A Discord member's image credits: `balance` is spendable; `owed` is what clawbacks could not take yet."""
+    """Image credits: `balance` is spendable; `owed` is what clawbacks could not take yet.
 
-    discord_user_id = models.BigIntegerField(unique=True)
+    Most accounts are a Discord member's (`kind` member, keyed by `discord_user_id`). A server's wallet is an
+    account of `kind` server, keyed by `discord_guild_id` instead (its `discord_user_id` is empty), so every
+    lookup by member id never finds a server's wallet. Both move only through the one ledger.
+    """
+
+    class Kind(models.TextChoices):
+        MEMBER = "member", "Member"
+        SERVER = "server", "Server wallet"
+
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.MEMBER)
+    discord_user_id = models.BigIntegerField(unique=True, null=True, blank=True)
+    discord_guild_id = models.BigIntegerField(unique=True, null=True, blank=True)
     # The member's Discord name as the bot last saw it ("Display (@username)"), for operators; blank until seen.
     discord_name = models.CharField(max_length=100, blank=True, default="")
     balance = models.BigIntegerField(default=0)
@@ -92,9 +103,17 @@ class CreditAccount(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(balance__gte=0), name="creditaccount_balance_non_negative"),
             models.CheckConstraint(condition=Q(owed__gte=0), name="creditaccount_owed_non_negative"),
+            models.CheckConstraint(
+                condition=Q(kind="member", discord_user_id__isnull=False, discord_guild_id__isnull=True)
+                | Q(kind="server", discord_user_id__isnull=True, discord_guild_id__isnull=False),
+                name="creditaccount_kind_owner",
+            ),
         ]
 
     def __str__(self) -> str:
+        if self.kind == self.Kind.SERVER:
+            name = f"{self.discord_name} " if self.discord_name else ""
+            return f"Server wallet {name}({self.discord_guild_id})"
         return (
             f"{self.discord_name} ({self.discord_user_id})"
             if self.discord_name

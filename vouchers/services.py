@@ -180,9 +180,13 @@ def voucher_redeem(*, code: str, discord_user_id: int) -> Redemption:
     """Move a voucher's credits into the member's account. Exactly one of many racing redeemers wins."""
     code = _require_code(code)
     _require_discord_id(discord_user_id)
+    return _voucher_redeem_into(code=code, account_get=lambda: account_get_or_create(discord_user_id=discord_user_id))
+
+
+def _voucher_redeem_into(*, code: str, account_get) -> Redemption:
     with transaction.atomic():
         # Inside the transaction, so that a refused attempt (which raises below) leaves no empty account.
-        account = account_get_or_create(discord_user_id=discord_user_id)
+        account = account_get()
         # The claim itself: one conditional UPDATE. Whoever flips ACTIVE -> REDEEMED owns the credits.
         claimed = Voucher.objects.filter(code=code, status=Voucher.Status.ACTIVE).update(
             status=Voucher.Status.REDEEMED, redeemed_by=account, redeemed_at=timezone.now()
@@ -432,3 +436,48 @@ def voucher_claw_back_return(*, cause: str, memo: str = "") -> Clawback | None:
                 )
         clawback.refresh_from_db()
         return clawback
+
+
+# --- Server wallets: a Discord server's own account, funded by its managers ----------------------------------
+
+
+def server_account_get_or_create(*, discord_guild_id: int, name: str = "") -> CreditAccount:
+    """The server's wallet (a `server` account), created empty on first use; `name` is remembered for operators."""
+    _require_discord_id(discord_guild_id)
+    account, _ = CreditAccount.objects.get_or_create(
+        discord_guild_id=discord_guild_id, defaults={"kind": CreditAccount.Kind.SERVER}
+    )
+    name = (
+        " ".join("".join(ch for ch in name if ch.isprintable()).split())[:MAX_NAME_LENGTH]
+        if isinstance(name, str)
+        else ""
+    )
+    if name and account.discord_name != name:
+        CreditAccount.objects.filter(pk=account.pk).update(discord_name=name)
+        account.discord_name = name
+    return account
+
+
+def server_voucher_redeem(*, code: str, discord_guild_id: int, name: str = "") -> Redemption:
+    """Move a voucher's credits into a server's wallet (`/server redeem`, or a server-bound `/buy` order)."""
+    code = _require_code(code)
+    _require_discord_id(discord_guild_id)
+    return _voucher_redeem_into(
+        code=code, account_get=lambda: server_account_get_or_create(discord_guild_id=discord_guild_id, name=name)
+    )
+
+
+def server_credits_reserve(
+    *, discord_guild_id: int, amount: int, generation_id: int | None = None, memo: str = ""
+) -> LedgerEntry:
+    """`credits_reserve` from a server's wallet: one conditional debit; InsufficientCredits (nothing written) if
+    the wallet is short or does not exist. `credits_refund` gives it back to the wallet, like any charge."""
+    _require_discord_id(discord_guild_id)
+    _require_amount(amount)
+    memo = _require_memo(memo)
+    account_id = CreditAccount.objects.filter(discord_guild_id=discord_guild_id).values_list("pk", flat=True).first()
+    if account_id is None:
+        raise InsufficientCredits("This server's wallet is empty.")
+    return _ledger_move(
+        account_id=account_id, delta=-amount, kind=LedgerEntry.Kind.GENERATE, generation_id=generation_id, memo=memo
+    )

@@ -6,6 +6,7 @@ from discord.ext import commands
 from django.conf import settings
 
 from discordbot.bridge import run_service
+from discordbot.guilds import guild_allowance_left
 from discordbot.replies import plural, shorten
 from discordbot.selectors import HistoryEntry, member_history
 from discordbot.services import voucher_redeem_limited
@@ -44,9 +45,16 @@ class Credits(commands.Cog):
         await interaction.response.defer(ephemeral=True, thinking=True)
         balance = await run_service(account_balance, discord_user_id=interaction.user.id)
         costs = [cost for qualities in settings.GENERATION_COSTS.values() for cost in qualities.values()]
+        allowance = ""
+        if interaction.guild_id is not None:
+            left = await run_service(
+                guild_allowance_left, guild_id=interaction.guild_id, discord_user_id=interaction.user.id
+            )
+            if left:
+                allowance = f" This server pays for requests of up to {plural(left)} more today (your allowance)."
         await interaction.followup.send(
             f"You have **{plural(balance)}**. An image costs {min(costs)} to {plural(max(costs))} "
-            "depending on size and quality. Use /generate to spend them, /buy or /redeem to add more.",
+            f"depending on size and quality. Use /generate to spend them, /buy or /redeem to add more.{allowance}",
             ephemeral=True,
         )
 

@@ -19,6 +19,10 @@ HELP = (
     "\N{BULLET} `/buy` gives you a personal checkout link; `/redeem code` adds a voucher's credits.\n"
     "\N{BULLET} Under your image: **Regenerate** makes another one, **Edit** reruns it with a changed prompt, "
     "**Vary** makes a variation of it (each charged again, its cost on the button), **Delete** removes the post.\n"
+    "\N{BULLET} **In a server**, its managers may limit where and how much images are made, and its wallet may "
+    "pay for you: a request is paid by the server if all of it fits in your allowance left today and its wallet, "
+    "otherwise from your own balance. Managers: `/server show`, `rules`, `channel`, `bar`, `allowance`, "
+    "`usage`, `redeem`, `buy`.\n"
     "\n**Prices** (credits per image; edits and variations cost more, see below):\n"
 )
 

@@ -106,6 +106,7 @@ class ImageJob:
     markup: InputImage | None = None  # GPT Image 2.5 only; a transparent PNG over the first image
     mask: InputImage | None = None  # PNG; its transparent areas are where the first image is edited
     partial_images: int = 0  # previews per image (0-3), when the caller passes on_preview
+    moderation: str = ""  # "auto" or "low" (a server's setting), for generations; "": the service's default
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,8 @@ class OpenAIBackend:
             "output_format": "png",
             "safety_identifier": job.user_hash,
         }
+        if job.moderation and job.operation == "generate":  # images.edit takes no `moderation` (openai SDK 3.5x)
+            params["moderation"] = job.moderation
         if job.operation != "generate":
             images = [image.upload for image in job.images]
             params["image"] = images[0] if len(images) == 1 else images

@@ -203,6 +203,34 @@ class Attachment:
         return data
 
 
+@dataclass(frozen=True)
+class UserOption:
+    """A user option's value (type 6): sent as the id, with the user and their member under `resolved`."""
+
+    id: int
+
+
+@dataclass(frozen=True)
+class RoleOption:
+    """A role option's value (type 8): sent as the id, with the role under `resolved.roles`."""
+
+    id: int
+
+
+@dataclass(frozen=True)
+class ChannelOption:
+    """A channel option's value (type 7): sent as the id, with the channel under `resolved.channels`."""
+
+    id: int
+
+
+# Discord permission bits (https://discord.com/developers/docs/topics/permissions)
+ADMINISTRATOR = 1 << 3
+MANAGE_GUILD = 1 << 5
+# What a plain member may do in the fake's channel (no Administrator, no Manage Server): the fake's default.
+MEMBER_PERMISSIONS = 2248473465835073
+
+
 def _snowflakes() -> itertools.count:
     # Real-looking snowflakes: milliseconds since the Discord epoch, shifted.
     return itertools.count(int(time.time() * 1000 - 1420070400000) << 22)
@@ -235,6 +263,9 @@ class FakeDiscord:
         self.cdn_files: dict[str, Upload] = {}  # attachment id -> the file a message carries
         self.cdn_requests: list[str] = []
         self.attachment_size_limit = 10 * 1024 * 1024  # sent in each interaction payload, and enforced
+        # Per member, as Discord computes them for the interaction's channel: role ids and permission bits.
+        self.member_roles: dict[int, list[int]] = {}
+        self.member_permissions: dict[int, int] = {}
         self.rate_limited = 0  # 429s answered
         self._webhook_hits: dict[str, list[float]] = {}
         self._ids = _snowflakes()
@@ -378,8 +409,26 @@ class FakeDiscord:
             "public_flags": 0,
         }
 
-    def _interaction_base(self, *, user_id: int, kind: int, data: dict, in_guild: bool) -> tuple[dict, str]:
+    def member_payload(self, user_id: int) -> dict:
+        return {
+            "user": self.user_payload(user_id),
+            "roles": [str(role) for role in self.member_roles.get(user_id, [])],
+            "flags": 0,
+            "permissions": str(self.member_permissions.get(user_id, MEMBER_PERMISSIONS)),
+            "joined_at": "2026-01-01T00:00:00+00:00",
+            "deaf": False,
+            "mute": False,
+            "nick": None,
+            "avatar": None,
+            "premium_since": None,
+            "pending": False,
+        }
+
+    def _interaction_base(
+        self, *, user_id: int, kind: int, data: dict, in_guild: bool, channel_id: int | None = None
+    ) -> tuple[dict, str]:
         interaction_id = next(self._ids)
+        channel_id = channel_id or self.CHANNEL_ID
         token = f"itok-{interaction_id}-{user_id}"
         payload: dict[str, Any] = {
             "id": str(interaction_id),
@@ -400,9 +449,9 @@ class FakeDiscord:
                 guild_id=str(self.GUILD_ID),
                 guild_locale="en-US",
                 guild={"id": str(self.GUILD_ID), "locale": "en-US", "features": []},
-                channel_id=str(self.CHANNEL_ID),
+                channel_id=str(channel_id),
                 channel={
-                    "id": str(self.CHANNEL_ID),
+                    "id": str(channel_id),
                     "type": 0,
                     "guild_id": str(self.GUILD_ID),
                     "name": "images",
@@ -416,19 +465,7 @@ class FakeDiscord:
                     "flags": 0,
                     "permissions": "2248473465835073",
                 },
-                member={
-                    "user": self.user_payload(user_id),
-                    "roles": [],
-                    "flags": 0,
-                    "permissions": "2248473465835073",
-                    "joined_at": "2026-01-01T00:00:00+00:00",
-                    "deaf": False,
-                    "mute": False,
-                    "nick": None,
-                    "avatar": None,
-                    "premium_since": None,
-                    "pending": False,
-                },
+                member=self.member_payload(user_id),
             )
         else:
             dm_channel = next(self._ids)
@@ -440,35 +477,77 @@ class FakeDiscord:
         return payload, token
 
     async def send_command(
-        self, name: str, *, user_id: int, options: dict[str, Any] | None = None, in_guild: bool = True
+        self,
+        name: str,
+        *,
+        user_id: int,
+        options: dict[str, Any] | None = None,
+        in_guild: bool = True,
+        channel_id: int | None = None,
     ) -> Sent:
         """Push a slash command (INTERACTION_CREATE, type 2) as a member would trigger it.
 
         Option values keep Discord's types: str (3), bool (5), int (4); an `Attachment` (11) is sent as its id,
-        with the file described under `resolved.attachments`, as Discord does."""
+        with the file described under `resolved.attachments`, as Discord does; so are a `UserOption` (6, with
+        `resolved.users` and `.members`), a `RoleOption` (8, `resolved.roles`) and a `ChannelOption` (7,
+        `resolved.channels`). "group sub" names a subcommand: sent as the group with one option of type 1."""
         wire_options, resolved = [], {}
+        others: dict[str, dict] = {}
         for key, value in (options or {}).items():
             if isinstance(value, Attachment):
                 attachment_id = str(next(self._ids))
                 resolved[attachment_id] = value.payload(attachment_id)
                 wire_options.append({"name": key, "type": 11, "value": attachment_id})
+            elif isinstance(value, UserOption):
+                others.setdefault("users", {})[str(value.id)] = self.user_payload(value.id)
+                member = self.member_payload(value.id)
+                del member["user"]
+                others.setdefault("members", {})[str(value.id)] = member
+                wire_options.append({"name": key, "type": 6, "value": str(value.id)})
+            elif isinstance(value, RoleOption):
+                others.setdefault("roles", {})[str(value.id)] = {
+                    "id": str(value.id),
+                    "name": f"role{value.id % 1000}",
+                    "color": 0,
+                    "hoist": False,
+                    "position": 1,
+                    "permissions": "0",
+                    "managed": False,
+                    "mentionable": True,
+                    "flags": 0,
+                }
+                wire_options.append({"name": key, "type": 8, "value": str(value.id)})
+            elif isinstance(value, ChannelOption):
+                others.setdefault("channels", {})[str(value.id)] = {
+                    "id": str(value.id),
+                    "name": f"channel{value.id % 1000}",
+                    "type": 0,
+                    "permissions": str(MEMBER_PERMISSIONS),
+                    "guild_id": str(self.GUILD_ID),
+                }
+                wire_options.append({"name": key, "type": 7, "value": str(value.id)})
             elif isinstance(value, bool):
                 wire_options.append({"name": key, "type": 5, "value": value})
             elif isinstance(value, int):
                 wire_options.append({"name": key, "type": 4, "value": value})
             else:
                 wire_options.append({"name": key, "type": 3, "value": value})
+        group, _, sub = name.partition(" ")
+        if sub:
+            wire_options = [{"name": sub, "type": 1, "options": wire_options}]
         data = {
-            "id": str(abs(hash(name)) % 10**18),
-            "name": name,
+            "id": str(abs(hash(group)) % 10**18),
+            "name": group,
             "type": 1,
             "options": wire_options,
         }
-        if resolved:
-            data["resolved"] = {"attachments": resolved}
+        if resolved or others:
+            data["resolved"] = {**({"attachments": resolved} if resolved else {}), **others}
         if in_guild:
             data["guild_id"] = str(self.GUILD_ID)
-        payload, token = self._interaction_base(user_id=user_id, kind=2, data=data, in_guild=in_guild)
+        payload, token = self._interaction_base(
+            user_id=user_id, kind=2, data=data, in_guild=in_guild, channel_id=channel_id
+        )
         return await self._push_interaction(payload, token, user_id)
 
     async def click_button(self, *, user_id: int, custom_id: str, message_id: str) -> Sent:

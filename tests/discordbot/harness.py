@@ -104,8 +104,12 @@ class BotHarness:
 
     # --- talking to the bot ----------------------------------------------------------------------------------
 
-    def command(self, name: str, *, user: int, in_guild: bool = True, **options: str) -> Sent:
-        return self.run(self.discord.send_command(name, user_id=user, options=options, in_guild=in_guild))
+    def command(
+        self, name: str, *, user: int, in_guild: bool = True, channel_id: int | None = None, **options: Any
+    ) -> Sent:
+        return self.run(
+            self.discord.send_command(name, user_id=user, options=options, in_guild=in_guild, channel_id=channel_id)
+        )
 
     def click(self, custom_id: str, *, user: int, message_id: str) -> Sent:
         return self.run(self.discord.click_button(user_id=user, custom_id=custom_id, message_id=message_id))

@@ -79,3 +79,49 @@ def test_bot_processes_show_who_holds_the_lease_read_only(admin_client):
     html = page.content.decode()
     assert page.status_code == 200 and "web-1:42:abcd" in html and "web-2:43:ef01" not in html
     assert admin_client.get(reverse("admin:discordbot_botprocess_add")).status_code == 403
+
+
+# --- Server settings and usage --------------------------------------------------------------------------------
+
+
+def test_an_operator_edits_a_servers_rules_and_sees_usage_per_member(admin_client):
+    from discordbot.guilds import guild_allowance_set
+    from discordbot.models import GuildMemberDay, GuildSettings
+    from vouchers.services import server_voucher_redeem, voucher_issue
+
+    guild = 430_000_000_000_000_100
+    server_voucher_redeem(code=voucher_issue(credits=9).code, discord_guild_id=guild)
+    guild_allowance_set(guild_id=guild, credits=2)
+    generation_reserve(discord_user_id=ALICE, prompt="a hill", guild_id=guild)
+    rules = GuildSettings.objects.get()
+    url = reverse("admin:discordbot_guildsettings_change", args=[rules.pk])
+    form = {
+        "guild_id": guild,
+        "name": "Cats",
+        "channel_ids": "[5, 6]",
+        "required_role_id": "",
+        "daily_image_cap": "4",
+        "max_image_cost": "",
+        "moderation": "low",
+        "default_allowance": "3",
+    }
+
+    bad = admin_client.post(url, {**form, "channel_ids": '["general"]'})
+    assert bad.status_code == 200 and "A list of Discord channel ids" in bad.content.decode()
+    assert admin_client.post(url, form).status_code == 302
+
+    rules.refresh_from_db()
+    assert (rules.channel_ids, rules.daily_image_cap, rules.moderation, rules.default_allowance) == (
+        [5, 6],
+        4,
+        "low",
+        3,
+    )
+    listing = admin_client.get(reverse("admin:discordbot_guildsettings_changelist")).content.decode()
+    assert "Cats" in listing and ">8<" in listing  # the wallet after one image paid from it
+    usage = admin_client.get(reverse("admin:discordbot_guildmemberday_changelist")).content.decode()
+    assert str(ALICE) in usage
+    assert GuildMemberDay.objects.get().allowance_used == 1
+    accounts = admin_client.get(reverse("admin:vouchers_creditaccount_changelist")).content.decode()
+    ledger = admin_client.get(reverse("admin:vouchers_ledgerentry_changelist")).content.decode()
+    assert f"Server wallet ({guild})" in accounts and f"Server wallet ({guild})" in ledger and "None" not in accounts

@@ -6,7 +6,7 @@ from django.core.management import CommandError, call_command
 from discordbot.models import Generation
 from discordbot.services import generation_reserve
 
-EXPECTED = {"redeem", "balance", "history", "buy", "generate", "edit", "settings", "help"}
+EXPECTED = {"redeem", "balance", "history", "buy", "generate", "edit", "settings", "help", "server"}
 
 
 @pytest.fixture
@@ -46,7 +46,22 @@ def test_synccommands_registers_every_command_globally(harness, discord_token, f
     assert edit["image"]["type"] == 11 and edit["image"]["required"]
     assert all(edit[name]["type"] == 11 and not edit[name]["required"] for name in ("image2", "image4", "markup"))
     assert commands["redeem"]["description"] == "Add a voucher's credits to your balance."
-    assert "Synced 8 command(s) globally" in capsys.readouterr().out
+    # /server: shown only to members with Manage Server (a server may change that; each command checks again),
+    # and only in servers.
+    server = commands["server"]
+    assert int(server["default_member_permissions"]) == 1 << 5 and server["contexts"] == [0]
+    assert {sub["name"] for sub in server["options"]} == {
+        "show",
+        "rules",
+        "channel",
+        "bar",
+        "unbar",
+        "allowance",
+        "usage",
+        "redeem",
+        "buy",
+    }
+    assert "Synced 9 command(s) globally" in capsys.readouterr().out
     assert harness.discord.identifies == 0  # HTTP only: no gateway session
     # A one-off command must not refund what a running bot is working on.
     assert Generation.objects.get(pk=in_flight).status == Generation.Status.QUEUED
