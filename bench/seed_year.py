@@ -37,7 +37,7 @@ import random
 import shutil
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,6 +74,7 @@ def setup_django(database_url: str) -> None:
         }
     )
     os.environ.setdefault("DATA_DIR", str(CACHE / "data"))
+    os.environ.setdefault("STATIC_ROOT", str(CACHE / "static"))  # production's manifest storage, collected once
     import django
 
     django.setup()
@@ -123,7 +124,9 @@ class Year:
         self.order_count = max(ledger_rows // 10, 10)
         self.start = YEAR_END.timestamp() - YEAR
         self.accounts: dict[int, dict] = {}  # account id -> first/last time, name, owed
-        self.ledger: list[list] = []  # [time, account, delta, kind, voucher, generation, refund_of(index), clawback, memo]
+        self.ledger: list[
+            list
+        ] = []  # [time, account, delta, kind, voucher, generation, refund_of(index), clawback, memo]
         self.vouchers: list[tuple] = []
         self.orders: list[tuple] = []
         self.events: list[tuple] = []
@@ -204,7 +207,9 @@ class Year:
                     clawback_id += 1
                     at = redeemed_at + rng.random() * 14 * 86400
                     refunded_at = at
-                    kind = "refund" if roll < 0.010 else ("lost" if roll < 0.011 else ("won" if roll < 0.012 else "open"))
+                    kind = (
+                        "refund" if roll < 0.010 else ("lost" if roll < 0.011 else ("won" if roll < 0.012 else "open"))
+                    )
                     owed = 0
                     if kind == "refund":
                         refund_id = f"re_{order_id:08d}"
@@ -346,7 +351,8 @@ class Year:
               accounts)  # fmt: skip
         table(Order, ["id", "pack_id", "credits", "amount_cents", "currency", "stripe_session_id", "payment_intent_id",
                       "email", "discord_user_id", "discord_name", "status", "created_at", "updated_at", "paid_at",
-                      "amount_paid", "currency_paid", "amount_refunded", "problem"], self.orders, conv=(11, 12, 13))  # fmt: skip
+                      "amount_paid", "currency_paid", "amount_refunded", "problem"],
+              self.orders, conv=(11, 12, 13))  # fmt: skip
         table(Voucher, ["id", "code", "credits", "status", "order_id", "redeemed_by_id", "redeemed_at", "refunded_at",
                         "note", "created_at"], self.vouchers, conv=(6, 7, 9))  # fmt: skip
         table(Generation, ["id", "account_id", "prompt", "size", "quality", "model", "cost", "operation", "count",
@@ -408,7 +414,7 @@ def insert(connection, table: str, columns: list[str], rows: list[tuple]) -> Non
             raw.executemany(sql, rows[start : start + 50_000])
 
 
-def seed(*, ledger_rows: int, generations: int, seed: int) -> None:
+def seed(*, ledger_rows: int, generations: int, seed: int, if_empty: bool = False) -> None:
     from django.core.management import call_command
     from django.db import connection, transaction
 
@@ -417,6 +423,9 @@ def seed(*, ledger_rows: int, generations: int, seed: int) -> None:
 
     call_command("migrate", verbosity=0)
     if LedgerEntry.objects.exists():
+        if if_empty:
+            print("  the database already holds a ledger: kept as it is")
+            return
         raise SystemExit("The database already holds a ledger: seed an empty one.")
     started = time.monotonic()
     packs = list(CreditPack.objects.filter(active=True).values_list("pk", "credits", "price_cents"))
@@ -437,12 +446,13 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=200_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--database-url", default="", help="fill this database (default: the cached SQLite file)")
+    parser.add_argument("--if-empty", action="store_true", help="with --database-url: keep a database already seeded")
     args = parser.parse_args()
     if not args.database_url:
         print(seeded_sqlite(ledger_rows=args.ledger_rows, generations=args.generations, seed=args.seed))
         return
     setup_django(args.database_url)
-    seed(ledger_rows=args.ledger_rows, generations=args.generations, seed=args.seed)
+    seed(ledger_rows=args.ledger_rows, generations=args.generations, seed=args.seed, if_empty=args.if_empty)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,8 @@
 means charged (invariant 11 of DESIGN.md). A request for several images is charged once for all of them; if only
 some were delivered, it ends succeeded with exactly one refund of `unit cost x missing images`."""
 
-from collections import defaultdict
-
-from django.db.models import Count, F, Q
+from django.db.models import Case, Count, F, IntegerField, Q, Sum, Value, When
+from django.db.models.functions import Coalesce
 
 from discordbot.models import Generation
 from vouchers.audit import Kind, audit_check
@@ -13,30 +12,48 @@ from vouchers.models import LedgerEntry
 
 @audit_check("each generation charged once, refunded at most once")
 def _generations_charged_once() -> list[str]:
-    """Each generation was charged exactly its cost once; refunded ones were refunded exactly once."""
+    """Each generation was charged exactly its cost once; refunded ones were refunded exactly once.
+
+    One GROUP BY of generations with their ledger rows (by the ledger's generation index) counts and sums each
+    generation's charges and refunds in SQL; only the generations breaking the rule come back to Python, where
+    their rows are read again to say what is wrong."""
+    charge, refund = Q(ledger_entries__kind=Kind.GENERATE), Q(ledger_entries__kind=Kind.REFUND)
+    missing = Case(
+        When(delivered_count__isnull=True, then=Value(0)),
+        default=F("count") - F("delivered_count"),
+        output_field=IntegerField(),
+    )
+    counted = Generation.objects.annotate(
+        charges=Count("ledger_entries", filter=charge),
+        charged=Coalesce(Sum("ledger_entries__delta", filter=charge), Value(0)),
+        refunds=Count("ledger_entries", filter=refund),
+        refunded=Coalesce(Sum("ledger_entries__delta", filter=refund), Value(0)),
+        missing=missing,
+    )
+    whole_refund = Q(status__in=(Generation.Status.REFUNDED, Generation.Status.FAILED)) & ~Q(
+        refunds=1, refunded=F("cost")
+    )
+    partial = Q(status=Generation.Status.SUCCEEDED, missing__gt=0) & ~Q(
+        refunds=1, refunded=F("cost") / F("count") * F("missing")
+    )
+    whole = Q(status=Generation.Status.SUCCEEDED, missing=0, refunds__gt=0)
+    wrong = counted.filter(~Q(charges=1, charged=-F("cost")) | whole_refund | partial | whole)
+
     problems = []
-    charges = defaultdict(list)
-    refunds = defaultdict(list)
-    for gen_id, kind, delta in LedgerEntry.objects.filter(generation__isnull=False).values_list(
-        "generation_id", "kind", "delta"
-    ):
-        if kind == Kind.GENERATE:
-            charges[gen_id].append(delta)
-        elif kind == Kind.REFUND:
-            refunds[gen_id].append(delta)
-    rows = Generation.objects.values_list("pk", "status", "cost", "count", "delivered_count")
-    for pk, status, cost, count, delivered in rows:
-        if charges.get(pk) != [-cost]:
-            problems.append(f"generation {pk}: charged {charges.get(pk, [])}, expected one charge of {cost}")
-        refunded = refunds.get(pk, [])
+    for pk, status, cost, count, delivered in wrong.values_list("pk", "status", "cost", "count", "delivered_count"):
+        rows = list(LedgerEntry.objects.filter(generation_id=pk).order_by("pk").values_list("kind", "delta"))
+        charges = [delta for kind, delta in rows if kind == Kind.GENERATE]
+        refunded = [delta for kind, delta in rows if kind == Kind.REFUND]
+        if charges != [-cost]:
+            problems.append(f"generation {pk}: charged {charges}, expected one charge of {cost}")
         if status in (Generation.Status.REFUNDED, Generation.Status.FAILED):
             if len(refunded) != 1:
                 problems.append(f"generation {pk}: {status} but refunded {len(refunded)} time(s)")
             elif refunded != [cost]:
                 problems.append(f"generation {pk}: {status} but refunded {refunded[0]} of its {cost} credits")
         if status == Generation.Status.SUCCEEDED:
-            missing = count - (count if delivered is None else delivered)
-            expected = [cost // count * missing] if missing else []
+            missing_images = count - (count if delivered is None else delivered)
+            expected = [cost // count * missing_images] if missing_images else []
             if refunded != expected:
                 problems.append(
                     f"generation {pk}: delivered {delivered} of {count} but refunded {refunded}, expected {expected}"

@@ -115,6 +115,8 @@ class VoucherAdmin(GuardedAdmin):
     code_search_fields = ("code", "order__stripe_session_id")
     exact_code_lookups = ("code",)
     exact_secret_lookups = ("order__stripe_session_id",)
+    member_id_lookup = "redeemed_by__discord_user_id"
+    email_lookups = ("order__email",)
     actions = ["void_vouchers"]
     list_select_related = ["redeemed_by", "order"]
 
@@ -302,6 +304,7 @@ class CreditAccountAdmin(GuardedAdmin):
     code_search_fields = ("redeemed_vouchers__code",)
     exact_code_lookups = ("redeemed_vouchers__code",)
     member_id_lookup = "discord_user_id"
+    email_lookups = ("redeemed_vouchers__order__email",)
     readonly_fields = ["discord_user_id", "discord_name", "balance", "owed", "created_at", "updated_at", "ledger"]
     inlines = [LedgerEntryInline]
     actions = ["grant_credits", "debit_credits"]
