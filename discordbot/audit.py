@@ -2,16 +2,27 @@
 means charged (invariant 11 of DESIGN.md). A request for several images is charged once for all of them; if only
 some were delivered, it ends succeeded with exactly one refund of `unit cost x missing images`."""
 
+from datetime import datetime
+
 from django.db.models import Case, Count, F, IntegerField, Q, Sum, Value, When
 from django.db.models.functions import Coalesce
 
 from discordbot.models import Generation
-from vouchers.audit import Kind, audit_check
+from vouchers.audit import Kind, audit_check, moved_since
 from vouchers.models import LedgerEntry
 
 
+def _window(since: datetime | None):
+    """Every generation, or those made, delivered or finished in the window, or whose credits moved in it."""
+    if since is None:
+        return Generation.objects.all()
+    moved = moved_since(since).filter(generation__isnull=False).values("generation_id")
+    changed = Q(created_at__gte=since) | Q(finished_at__gte=since) | Q(delivered_at__gte=since)
+    return Generation.objects.filter(changed | Q(pk__in=moved))
+
+
 @audit_check("each generation charged once, refunded at most once")
-def _generations_charged_once() -> list[str]:
+def _generations_charged_once(since: datetime | None = None) -> list[str]:
     """Each generation was charged exactly its cost once; refunded ones were refunded exactly once.
 
     One GROUP BY of generations with their ledger rows (by the ledger's generation index) counts and sums each
@@ -23,7 +34,7 @@ def _generations_charged_once() -> list[str]:
         default=F("count") - F("delivered_count"),
         output_field=IntegerField(),
     )
-    counted = Generation.objects.annotate(
+    counted = _window(since).annotate(
         charges=Count("ledger_entries", filter=charge),
         charged=Coalesce(Sum("ledger_entries__delta", filter=charge), Value(0)),
         refunds=Count("ledger_entries", filter=refund),
@@ -62,19 +73,23 @@ def _generations_charged_once() -> list[str]:
 
 
 @audit_check("no generation settled twice")
-def _generations_settled_once() -> list[str]:
+def _generations_settled_once(since: datetime | None = None) -> list[str]:
     """A generation ends delivered (charge stands), refunded, or delivered in part (the missing images refunded),
     never refunded twice, never refunded in full once delivered."""
     problems = []
     whole = Q(delivered_count__isnull=True) | Q(delivered_count=F("count"))
-    settled = Generation.objects.annotate(
-        refunds=Count("ledger_entries", filter=Q(ledger_entries__kind=Kind.REFUND))
-    ).filter(Q(refunds__gt=1) | (Q(refunds__gt=0, status=Generation.Status.SUCCEEDED) & whole))
+    settled = (
+        _window(since)
+        .annotate(refunds=Count("ledger_entries", filter=Q(ledger_entries__kind=Kind.REFUND)))
+        .filter(Q(refunds__gt=1) | (Q(refunds__gt=0, status=Generation.Status.SUCCEEDED) & whole))
+    )
     for pk, status, refunds in settled.values_list("pk", "status", "refunds"):
         problems.append(f"generation {pk}: {status} and refunded {refunds} time(s): settled twice")
-    in_flight_but_refunded = Generation.objects.filter(
-        status__in=Generation.IN_FLIGHT, ledger_entries__kind=Kind.REFUND
-    ).values_list("pk", flat=True)
+    in_flight_but_refunded = (
+        _window(since)
+        .filter(status__in=Generation.IN_FLIGHT, ledger_entries__kind=Kind.REFUND)
+        .values_list("pk", flat=True)
+    )
     problems += [f"generation {pk}: still in flight yet already refunded" for pk in in_flight_but_refunded]
     return problems
 

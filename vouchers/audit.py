@@ -3,21 +3,28 @@
 Each check returns human-readable problems; an empty list means the invariant holds. Every check is a few SQL
 aggregates (GROUP BY, conditional counts, joins on indexed keys) that return only the rows breaking an invariant:
 Python never loops over the ledger, so a full pass costs a few scans of each table (linear in rows, memory flat)
-instead of a million Python tuples. Checks register themselves
+instead of a million Python tuples.
+
+`audit_credits(since=...)` (`auditcredits --since 1d`) checks a window instead: each check that takes `since` looks
+only at what was written or changed since then (ledger rows, the accounts they moved, with their whole ledger summed,
+vouchers, clawbacks, orders, generations), so its cost follows the activity of the window, not the size of the
+history. A check without a `since` parameter (another app's, say) runs in full either way. Checks register themselves
 with `@audit_check(name)`. This module holds the ledger's own; the other apps contribute theirs from their own
 `audit.py` (discovered when the apps load, like `admin.py`), so this app never imports the apps built on it.
 """
 
+import inspect
 from collections import defaultdict
 from collections.abc import Callable
+from datetime import datetime
 
-from django.db.models import Count, F, OuterRef, Q, Subquery, Sum, Value
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
 from vouchers.models import Clawback, CreditAccount, LedgerEntry, Voucher
 
 Kind = LedgerEntry.Kind
-Check = Callable[[], list[str]]
+Check = Callable[..., list[str]]  # () -> problems, or (since: datetime | None = None) -> problems
 
 # Invariant name -> check, in registration order (this app's first, then each app's in INSTALLED_APPS order).
 CHECKS: dict[str, Check] = {}
@@ -35,6 +42,11 @@ def audit_check(name: str) -> Callable[[Check], Check]:
     return register
 
 
+def moved_since(since: datetime) -> QuerySet[LedgerEntry]:
+    """Ledger rows written at or after `since` (the ledger's created_at index)."""
+    return LedgerEntry.objects.filter(created_at__gte=since)
+
+
 def _ledger_sum(**filters) -> Subquery:
     """The sum of one account's ledger deltas (matching `filters`), 0 when none: read by the account index."""
     rows = LedgerEntry.objects.filter(account_id=OuterRef("pk"), **filters).order_by().values("account_id")
@@ -42,9 +54,12 @@ def _ledger_sum(**filters) -> Subquery:
 
 
 @audit_check("balance equals the sum of its ledger")
-def _balances_match_ledger() -> list[str]:
+def _balances_match_ledger(since: datetime | None = None) -> list[str]:
+    accounts = CreditAccount.objects.all()
+    if since is not None:  # the accounts the window moved, each with its whole ledger summed
+        accounts = accounts.filter(pk__in=moved_since(since).values("account_id"))
     wrong = (
-        CreditAccount.objects.annotate(total=_ledger_sum())
+        accounts.annotate(total=_ledger_sum())
         .exclude(balance=F("total"))
         .values_list("discord_user_id", "balance", "total")
     )
@@ -62,8 +77,9 @@ def _no_negative_balances() -> list[str]:
 
 
 @audit_check("ledger signs match their kind")
-def _ledger_signs() -> list[str]:
-    bad = LedgerEntry.objects.filter(
+def _ledger_signs(since: datetime | None = None) -> list[str]:
+    rows = LedgerEntry.objects.all() if since is None else moved_since(since)
+    bad = rows.filter(
         (Q(kind__in=LedgerEntry.POSITIVE_KINDS) & Q(delta__lte=0))
         | (Q(kind__in=LedgerEntry.NEGATIVE_KINDS) & Q(delta__gte=0))
     )
@@ -71,10 +87,18 @@ def _ledger_signs() -> list[str]:
 
 
 @audit_check("each voucher credited at most once, only when redeemed")
-def _vouchers_redeemed_once() -> list[str]:
+def _vouchers_redeemed_once(since: datetime | None = None) -> list[str]:
     problems = []
     redeem = Q(ledger_entries__kind=Kind.REDEEM)
-    counted = Voucher.objects.annotate(
+    vouchers, rows = Voucher.objects.all(), LedgerEntry.objects.all()
+    if since is not None:
+        rows = moved_since(since)
+        vouchers = vouchers.filter(
+            Q(created_at__gte=since)
+            | Q(redeemed_at__gte=since)
+            | Q(pk__in=rows.filter(kind=Kind.REDEEM).values("voucher_id"))
+        )
+    counted = vouchers.annotate(
         redeems=Count("ledger_entries", filter=redeem),
         exact=Count(
             "ledger_entries",
@@ -95,17 +119,17 @@ def _vouchers_redeemed_once() -> list[str]:
             problems.append(f"voucher {code}: redeemed, but its redeem entries are {entries}")
         else:
             problems.append(f"voucher {code}: {status}, yet credited {redeems} time(s)")
-    orphans = LedgerEntry.objects.filter(kind=Kind.REDEEM, voucher__isnull=True).count()
+    orphans = rows.filter(kind=Kind.REDEEM, voucher__isnull=True).count()
     if orphans:
         problems.append(f"{orphans} redeem entr(ies) without a voucher (voucher id None)")
     return problems
 
 
 @audit_check("refunds mirror their charge")
-def _refunds_match_their_charge() -> list[str]:
+def _refunds_match_their_charge(since: datetime | None = None) -> list[str]:
     """A refund gives back its own charge's credits to the same account: all of it, or (a request of several
     images, some not delivered) a positive part of it; the app that charged checks which part (discordbot.audit)."""
-    refunds = LedgerEntry.objects.filter(kind=Kind.REFUND)
+    refunds = (LedgerEntry.objects.all() if since is None else moved_since(since)).filter(kind=Kind.REFUND)
     not_of_a_charge = refunds.filter(Q(refund_of__isnull=True) | ~Q(refund_of__kind=Kind.GENERATE))
     problems = [
         f"refund entry {pk} does not refund a generation charge" for pk in not_of_a_charge.values_list("pk", flat=True)
@@ -139,14 +163,22 @@ def _clawbacks_bounded() -> list[str]:
 
 
 @audit_check("each clawback is in the ledger as recorded")
-def _clawbacks_match_ledger() -> list[str]:
+def _clawbacks_match_ledger(since: datetime | None = None) -> list[str]:
     problems = []
     moved: dict[tuple[int, str], int] = defaultdict(int)
-    for clawback_id, kind, delta in LedgerEntry.objects.filter(kind__in=[Kind.CLAWBACK, Kind.RESTORE]).values_list(
-        "clawback_id", "kind", "delta"
-    ):
+    clawbacks = Clawback.objects.all()
+    rows = LedgerEntry.objects.filter(kind__in=[Kind.CLAWBACK, Kind.RESTORE])
+    if since is not None:  # clawbacks made, taken or given back in the window, or whose rows are in it
+        clawbacks = clawbacks.filter(
+            Q(created_at__gte=since)
+            | Q(taken_at__gte=since)
+            | Q(returned_at__gte=since)
+            | Q(pk__in=moved_since(since).filter(clawback__isnull=False).values("clawback_id"))
+        )
+        rows = rows.filter(clawback__in=clawbacks)
+    for clawback_id, kind, delta in rows.values_list("clawback_id", "kind", "delta"):
         moved[(clawback_id, kind)] += delta
-    for cb in Clawback.objects.select_related("voucher"):
+    for cb in clawbacks.select_related("voucher"):
         if -moved.pop((cb.pk, Kind.CLAWBACK), 0) != cb.taken:
             problems.append(f"clawback {cb.pk} ({cb.cause}): took {cb.taken}, but its ledger rows say otherwise")
         if moved.pop((cb.pk, Kind.RESTORE), 0) != cb.restored:
@@ -167,7 +199,7 @@ def _clawbacks_match_ledger() -> list[str]:
 
 
 @audit_check("what is owed is what clawbacks could not take, less repayments")
-def _owed_matches_clawbacks() -> list[str]:
+def _owed_matches_clawbacks(since: datetime | None = None) -> list[str]:
     debts = (
         Clawback.objects.filter(account_id=OuterRef("pk"))
         .order_by()
@@ -181,9 +213,14 @@ def _owed_matches_clawbacks() -> list[str]:
         | Q(pk__in=Clawback.objects.filter(account__isnull=False).values("account_id"))
         | Q(pk__in=LedgerEntry.objects.filter(kind=Kind.REPAY).values("account_id"))
     )
+    accounts = CreditAccount.objects.filter(concerned)
+    if since is not None:  # debts move with the ledger (a clawback's take, a repayment) or a clawback given back
+        accounts = accounts.filter(
+            Q(pk__in=moved_since(since).values("account_id"))
+            | Q(pk__in=Clawback.objects.filter(returned_at__gte=since).values("account_id"))
+        )
     wrong = (
-        CreditAccount.objects.filter(concerned)
-        .annotate(want=Coalesce(Subquery(debts), Value(0)) + _ledger_sum(kind=Kind.REPAY))
+        accounts.annotate(want=Coalesce(Subquery(debts), Value(0)) + _ledger_sum(kind=Kind.REPAY))
         .exclude(owed=F("want"))
         .values_list("discord_user_id", "owed", "want")
     )
@@ -194,6 +231,11 @@ def _owed_matches_clawbacks() -> list[str]:
     ]
 
 
-def audit_credits() -> dict[str, list[str]]:
-    """Run every check; maps each invariant's name to its problems (empty when it holds)."""
-    return {name: check() for name, check in CHECKS.items()}
+def audit_credits(*, since: datetime | None = None) -> dict[str, list[str]]:
+    """Run every check; maps each invariant's name to its problems (empty when it holds). With `since`, each
+    check that takes it looks only at the window (see the module docstring); the others run in full."""
+    results = {}
+    for name, check in CHECKS.items():
+        windowed = since is not None and "since" in inspect.signature(check).parameters
+        results[name] = check(since=since) if windowed else check()
+    return results
