@@ -24,6 +24,6 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='ledgerentry',
-            index=models.Index(fields=['account', 'created_at', 'id'], name='ledger_account_time'),
+            index=models.Index(fields=['account', 'created_at', 'id', 'delta'], name='ledger_account_time'),
         ),
     ]
