@@ -179,6 +179,11 @@ class GuardedAdmin(admin.ModelAdmin):
                 raise PermissionDenied
         return super().changelist_view(request, extra_context)
 
+    def related_search(self, request: HttpRequest, term: str) -> Q:
+        """More substring matches for a term, as a Q of subqueries (`pk__in=...`): related tables searched one at
+        a time, where a search field through a to-many join would join every row to every related row."""
+        return Q()
+
     def get_search_fields(self, request: HttpRequest) -> Iterable[str]:
         fields = list(super().get_search_fields(request))
         if can_see_codes(request):
@@ -204,6 +209,8 @@ class GuardedAdmin(admin.ModelAdmin):
                 match |= Q(**{lookup: term}) | Q(**{lookup: term.lower()})
             return queryset.filter(match), True
         found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        if term and (related := self.related_search(request, term)):
+            found = found | queryset.filter(related)
         match = Q()
         if term:
             for lookup in self.exact_secret_lookups:
