@@ -6,6 +6,7 @@ Credits are never changed here; a generation stuck in flight is refunded by the 
 from datetime import timedelta
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -13,12 +14,50 @@ from django.utils.html import format_html
 
 from discordbot.guilds import MAX_CHANNELS
 from discordbot.models import BotProcess, Generation, GuildMember, GuildMemberDay, GuildSettings
+from vouchers import pricing
 from vouchers.admin_base import GuardedAdmin, ReadOnlyAdmin, member_label, moment
 from vouchers.models import CreditAccount
 
 
 def _seconds(delta: timedelta | None) -> str:
     return "-" if delta is None else f"{delta.total_seconds():.1f} s"
+
+
+class ConfiguredValuesFilter(admin.SimpleListFilter):
+    """A filter offering the values the settings configure (the price table's sizes and qualities, the image
+    model), instead of Django's default list built by a SELECT DISTINCT over every generation. Any value in the
+    URL still filters, configured or not."""
+
+    def lookups(self, request, model_admin):
+        return [(value, value) for value in self.values()]
+
+    def values(self) -> list[str]:
+        raise NotImplementedError
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        return queryset.filter(**{self.parameter_name: value}) if value else queryset
+
+
+class SizeFilter(ConfiguredValuesFilter):
+    title = parameter_name = "size"
+
+    def values(self) -> list[str]:
+        return [row.size for row in pricing.price_table()]
+
+
+class QualityFilter(ConfiguredValuesFilter):
+    title = parameter_name = "quality"
+
+    def values(self) -> list[str]:
+        return pricing.price_qualities()
+
+
+class ModelFilter(ConfiguredValuesFilter):
+    title = parameter_name = "model"
+
+    def values(self) -> list[str]:
+        return [settings.IMAGE_MODEL]
 
 
 @admin.register(Generation)
@@ -37,11 +76,11 @@ class GenerationAdmin(ReadOnlyAdmin):
         "waited",
         "took",
     ]
-    list_filter = ["status", "model", "size", "quality", "created_at"]
+    # No date_hierarchy and no value lists built by SELECT DISTINCT: at 200,000 generations each was a scan.
+    list_filter = ["status", ModelFilter, SizeFilter, QualityFilter, "created_at"]
     search_fields = ["prompt", "account__discord_user_id", "account__discord_name", "error"]
     member_id_lookup = "account__discord_user_id"
     list_select_related = ["account"]
-    date_hierarchy = "created_at"
     fields = [
         "account",
         "prompt",

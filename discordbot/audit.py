@@ -3,40 +3,69 @@ means charged (invariant 11 of DESIGN.md). A request for several images is charg
 some were delivered, it ends succeeded with exactly one refund of `unit cost x missing images`."""
 
 from collections import defaultdict
+from datetime import datetime
 
-from django.db.models import Count, F, Q, Sum
+from django.db.models import Case, Count, F, IntegerField, Q, Sum, Value, When
+from django.db.models.functions import Coalesce
 
 from discordbot.models import Generation, GuildCharge, GuildMemberDay
-from vouchers.audit import Kind, audit_check
+from vouchers.audit import Kind, audit_check, moved_since
 from vouchers.models import CreditAccount, LedgerEntry
 
 
+def _window(since: datetime | None):
+    """Every generation, or those made, delivered or finished in the window, or whose credits moved in it."""
+    if since is None:
+        return Generation.objects.all()
+    moved = moved_since(since).filter(generation__isnull=False).values("generation_id")
+    changed = Q(created_at__gte=since) | Q(finished_at__gte=since) | Q(delivered_at__gte=since)
+    return Generation.objects.filter(changed | Q(pk__in=moved))
+
+
 @audit_check("each generation charged once, refunded at most once")
-def _generations_charged_once() -> list[str]:
-    """Each generation was charged exactly its cost once; refunded ones were refunded exactly once."""
+def _generations_charged_once(since: datetime | None = None) -> list[str]:
+    """Each generation was charged exactly its cost once; refunded ones were refunded exactly once.
+
+    One GROUP BY of generations with their ledger rows (by the ledger's generation index) counts and sums each
+    generation's charges and refunds in SQL; only the generations breaking the rule come back to Python, where
+    their rows are read again to say what is wrong."""
+    charge, refund = Q(ledger_entries__kind=Kind.GENERATE), Q(ledger_entries__kind=Kind.REFUND)
+    missing = Case(
+        When(delivered_count__isnull=True, then=Value(0)),
+        default=F("count") - F("delivered_count"),
+        output_field=IntegerField(),
+    )
+    counted = _window(since).annotate(
+        charges=Count("ledger_entries", filter=charge),
+        charged=Coalesce(Sum("ledger_entries__delta", filter=charge), Value(0)),
+        refunds=Count("ledger_entries", filter=refund),
+        refunded=Coalesce(Sum("ledger_entries__delta", filter=refund), Value(0)),
+        missing=missing,
+    )
+    whole_refund = Q(status__in=(Generation.Status.REFUNDED, Generation.Status.FAILED)) & ~Q(
+        refunds=1, refunded=F("cost")
+    )
+    partial = Q(status=Generation.Status.SUCCEEDED, missing__gt=0) & ~Q(
+        refunds=1, refunded=F("cost") / F("count") * F("missing")
+    )
+    whole = Q(status=Generation.Status.SUCCEEDED, missing=0, refunds__gt=0)
+    wrong = counted.filter(~Q(charges=1, charged=-F("cost")) | whole_refund | partial | whole)
+
     problems = []
-    charges = defaultdict(list)
-    refunds = defaultdict(list)
-    for gen_id, kind, delta in LedgerEntry.objects.filter(generation__isnull=False).values_list(
-        "generation_id", "kind", "delta"
-    ):
-        if kind == Kind.GENERATE:
-            charges[gen_id].append(delta)
-        elif kind == Kind.REFUND:
-            refunds[gen_id].append(delta)
-    rows = Generation.objects.values_list("pk", "status", "cost", "count", "delivered_count")
-    for pk, status, cost, count, delivered in rows:
-        if charges.get(pk) != [-cost]:
-            problems.append(f"generation {pk}: charged {charges.get(pk, [])}, expected one charge of {cost}")
-        refunded = refunds.get(pk, [])
+    for pk, status, cost, count, delivered in wrong.values_list("pk", "status", "cost", "count", "delivered_count"):
+        rows = list(LedgerEntry.objects.filter(generation_id=pk).order_by("pk").values_list("kind", "delta"))
+        charges = [delta for kind, delta in rows if kind == Kind.GENERATE]
+        refunded = [delta for kind, delta in rows if kind == Kind.REFUND]
+        if charges != [-cost]:
+            problems.append(f"generation {pk}: charged {charges}, expected one charge of {cost}")
         if status in (Generation.Status.REFUNDED, Generation.Status.FAILED):
             if len(refunded) != 1:
                 problems.append(f"generation {pk}: {status} but refunded {len(refunded)} time(s)")
             elif refunded != [cost]:
                 problems.append(f"generation {pk}: {status} but refunded {refunded[0]} of its {cost} credits")
         if status == Generation.Status.SUCCEEDED:
-            missing = count - (count if delivered is None else delivered)
-            expected = [cost // count * missing] if missing else []
+            missing_images = count - (count if delivered is None else delivered)
+            expected = [cost // count * missing_images] if missing_images else []
             if refunded != expected:
                 problems.append(
                     f"generation {pk}: delivered {delivered} of {count} but refunded {refunded}, expected {expected}"
@@ -45,19 +74,23 @@ def _generations_charged_once() -> list[str]:
 
 
 @audit_check("no generation settled twice")
-def _generations_settled_once() -> list[str]:
+def _generations_settled_once(since: datetime | None = None) -> list[str]:
     """A generation ends delivered (charge stands), refunded, or delivered in part (the missing images refunded),
     never refunded twice, never refunded in full once delivered."""
     problems = []
     whole = Q(delivered_count__isnull=True) | Q(delivered_count=F("count"))
-    settled = Generation.objects.annotate(
-        refunds=Count("ledger_entries", filter=Q(ledger_entries__kind=Kind.REFUND))
-    ).filter(Q(refunds__gt=1) | (Q(refunds__gt=0, status=Generation.Status.SUCCEEDED) & whole))
+    settled = (
+        _window(since)
+        .annotate(refunds=Count("ledger_entries", filter=Q(ledger_entries__kind=Kind.REFUND)))
+        .filter(Q(refunds__gt=1) | (Q(refunds__gt=0, status=Generation.Status.SUCCEEDED) & whole))
+    )
     for pk, status, refunds in settled.values_list("pk", "status", "refunds"):
         problems.append(f"generation {pk}: {status} and refunded {refunds} time(s): settled twice")
-    in_flight_but_refunded = Generation.objects.filter(
-        status__in=Generation.IN_FLIGHT, ledger_entries__kind=Kind.REFUND
-    ).values_list("pk", flat=True)
+    in_flight_but_refunded = (
+        _window(since)
+        .filter(status__in=Generation.IN_FLIGHT, ledger_entries__kind=Kind.REFUND)
+        .values_list("pk", flat=True)
+    )
     problems += [f"generation {pk}: still in flight yet already refunded" for pk in in_flight_but_refunded]
     return problems
 

@@ -26,7 +26,10 @@ class Generation(models.Model):
     # In flight and certainly not delivered: these may be refunded without asking Discord.
     UNDELIVERED = (Status.QUEUED, Status.RUNNING)
 
-    account = models.ForeignKey("vouchers.CreditAccount", on_delete=models.PROTECT, related_name="generations")
+    # Indexed by `generation_account_time` (account, created_at, id), which also serves every lookup by account.
+    account = models.ForeignKey(
+        "vouchers.CreditAccount", on_delete=models.PROTECT, related_name="generations", db_index=False
+    )
     prompt = models.TextField()
     size = models.CharField(max_length=16, blank=True)
     quality = models.CharField(max_length=16, blank=True)
@@ -58,6 +61,10 @@ class Generation(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [
+            # A member's generations newest first (the list searched by Discord id) without a sort.
+            models.Index(fields=["account", "created_at", "id"], name="generation_account_time"),
+        ]
         constraints = [
             models.CheckConstraint(condition=Q(cost__gt=0), name="generation_cost_positive"),
             models.CheckConstraint(condition=Q(count__gte=1) & Q(cost__gte=F("count")), name="generation_count_priced"),

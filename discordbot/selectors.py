@@ -6,11 +6,10 @@ from datetime import UTC, date, datetime
 
 from django.conf import settings
 from django.db.models import Count, Q, QuerySet, Sum
-from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from discordbot.models import Generation
-from vouchers.selectors import ledger_history
+from vouchers.selectors import as_day, ledger_history, utc_day
 
 
 @dataclass(frozen=True)
@@ -93,11 +92,11 @@ def image_figures(*, start: datetime, end: datetime) -> ImageFigures:
 def images_delivered_daily(*, start: datetime, end: datetime) -> dict[date, int]:
     rows = (
         Generation.objects.filter(created_at__gte=start, created_at__lt=end, status=Generation.Status.SUCCEEDED)
-        .annotate(day=TruncDate("created_at"))
+        .annotate(day=utc_day("created_at"))
         .values("day")
         .annotate(n=Count("id"))
     )
-    return {r["day"]: r["n"] for r in rows}
+    return {as_day(r["day"]): r["n"] for r in rows}
 
 
 def generations_in_period(*, start: datetime, end: datetime) -> QuerySet[Generation]:

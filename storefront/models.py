@@ -72,7 +72,7 @@ class Order(models.Model):
     currency = models.CharField(max_length=3)
     stripe_session_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
     payment_intent_id = models.CharField(max_length=255, blank=True, db_index=True)
-    email = models.EmailField(blank=True)
+    email = models.EmailField(blank=True, db_index=True)  # the admin finds a whole address exactly
     discord_user_id = models.BigIntegerField(null=True, blank=True, db_index=True)
     # How the `/buy` member was named when they asked for the link ("Ada (@ada)"), to say whom it credited.
     discord_name = models.CharField(max_length=100, blank=True)
@@ -80,7 +80,7 @@ class Order(models.Model):
     # manager who asked for the link, kept for the record).
     discord_guild_id = models.BigIntegerField(null=True, blank=True, db_index=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)  # the admin list's order
     updated_at = models.DateTimeField(auto_now=True)
     paid_at = models.DateTimeField(null=True, blank=True)
     # What Stripe says was paid, recorded at fulfilment; `auditcredits` checks it equals amount and currency.
@@ -118,7 +118,7 @@ class StripeEvent(models.Model):
 
     event_id = models.CharField(max_length=255, unique=True)
     type = models.CharField(max_length=100)
-    received_at = models.DateTimeField(auto_now_add=True)
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)  # the admin list's order
     processed_at = models.DateTimeField(null=True, blank=True)
     # How many times a processor claimed it (a failed attempt is tried again after a delay).
     attempts = models.PositiveIntegerField(default=0)

@@ -6,7 +6,6 @@ from fractions import Fraction
 
 from django.db import connection
 from django.db.models import Count, F, QuerySet, Sum
-from django.db.models.functions import TruncDate
 from django.urls import reverse
 from django.utils.safestring import SafeString
 
@@ -14,6 +13,7 @@ from storefront.legal import DEFAULT_BODIES, DEFAULT_TITLES, legal_fill, legal_r
 from storefront.models import CreditPack, Dispute, LegalPage, Order, Refund, SampleImage
 from vouchers.models import Voucher
 from vouchers.pricing import images_for_credits
+from vouchers.selectors import as_day, utc_day
 
 
 def packs_for_sale() -> list[CreditPack]:
@@ -178,13 +178,13 @@ def revenue_daily(*, start: datetime, end: datetime) -> dict[str, dict[date, int
     """Revenue in minor units per currency and day (UTC), for days that had any."""
     rows = (
         Order.objects.filter(paid_at__gte=start, paid_at__lt=end)
-        .annotate(day=TruncDate("paid_at"))
+        .annotate(day=utc_day("paid_at"))
         .values("currency", "day")
         .annotate(total=Sum("amount_cents"))
     )
     daily: dict[str, dict[date, int]] = {}
     for row in rows:
-        daily.setdefault(row["currency"], {})[row["day"]] = row["total"]
+        daily.setdefault(row["currency"], {})[as_day(row["day"])] = row["total"]
     return daily
 
 

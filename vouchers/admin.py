@@ -10,7 +10,7 @@ movements, and in the admin log for all of them.
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -20,6 +20,7 @@ from vouchers import services
 from vouchers.admin_base import (
     GuardedAdmin,
     ReadOnlyAdmin,
+    can_see_codes,
     column,
     member_id,
     member_label,
@@ -115,6 +116,8 @@ class VoucherAdmin(GuardedAdmin):
     code_search_fields = ("code", "order__stripe_session_id")
     exact_code_lookups = ("code",)
     exact_secret_lookups = ("order__stripe_session_id",)
+    member_id_lookup = "redeemed_by__discord_user_id"
+    email_lookups = ("order__email",)
     actions = ["void_vouchers"]
     list_select_related = ["redeemed_by", "order"]
 
@@ -293,15 +296,12 @@ class CreditAccountAdmin(GuardedAdmin):
         moment("created_at"),
         moment("updated_at", "last change"),
     ]
-    search_fields = [
-        "discord_user_id",
-        "discord_name",
-        "redeemed_vouchers__code",
-        "redeemed_vouchers__order__email",
-    ]
-    code_search_fields = ("redeemed_vouchers__code",)
+    # The member's own columns by substring; their vouchers' codes and buyers' emails through `related_search`
+    # (subqueries of one table each), not joins of every account to every voucher and order with a DISTINCT.
+    search_fields = ["discord_user_id", "discord_name"]
     exact_code_lookups = ("redeemed_vouchers__code",)
     member_id_lookup = "discord_user_id"
+    email_lookups = ("redeemed_vouchers__order__email",)
     readonly_fields = [
         "kind",
         "discord_user_id",
@@ -315,6 +315,13 @@ class CreditAccountAdmin(GuardedAdmin):
     ]
     inlines = [LedgerEntryInline]
     actions = ["grant_credits", "debit_credits"]
+
+    def related_search(self, request: HttpRequest, term: str) -> Q:
+        vouchers = Voucher.objects.filter(redeemed_by__isnull=False)
+        match = Q(pk__in=vouchers.filter(order__email__icontains=term).values("redeemed_by_id"))
+        if can_see_codes(request):  # a part of a code finds its redeemer only for those who may see codes
+            match |= Q(pk__in=vouchers.filter(code__icontains=term).values("redeemed_by_id"))
+        return match
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:

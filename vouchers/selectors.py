@@ -3,10 +3,25 @@
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from django.db.models import Count, QuerySet, Sum
-from django.db.models.functions import TruncDate
+from django.db import connection
+from django.db.models import Count, Func, QuerySet, Sum
+from django.db.models.functions import Substr, TruncDate
 
 from vouchers.models import CreditAccount, LedgerEntry, Voucher
+
+
+def utc_day(field: str) -> Func:
+    """The UTC day of a datetime column, for grouping by day in SQL (read the values back with `as_day`).
+
+    On SQLite, Django's TruncDate calls a Python function for every row (most of a 365-day dashboard's time);
+    the stored text starts with the UTC day (USE_TZ stores UTC as "YYYY-MM-DD HH:MM:SS"), so its first ten
+    characters group the same rows in C. PostgreSQL truncates natively.
+    """
+    return Substr(field, 1, 10) if connection.vendor == "sqlite" else TruncDate(field)
+
+
+def as_day(value: date | str) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(value)
 
 
 def account_balance(*, discord_user_id: int) -> int:
@@ -96,11 +111,11 @@ def credits_spent_daily(*, start: datetime, end: datetime) -> dict[date, int]:
         LedgerEntry.objects.filter(
             created_at__gte=start, created_at__lt=end, kind__in=[LedgerEntry.Kind.GENERATE, LedgerEntry.Kind.REFUND]
         )
-        .annotate(day=TruncDate("created_at"))
+        .annotate(day=utc_day("created_at"))
         .values("day")
         .annotate(total=Sum("delta"))
     )
-    return {r["day"]: -r["total"] for r in rows}
+    return {as_day(r["day"]): -r["total"] for r in rows}
 
 
 def ledger_in_period(*, start: datetime, end: datetime) -> QuerySet[LedgerEntry]:
