@@ -59,7 +59,11 @@ class DatabaseWrapper(sqlite3_base.DatabaseWrapper):
             self._writer_lock_held = True
             _held_by_thread.count = 1
         try:
-            super()._start_transaction_under_autocommit()
+            if self.queries_logged or self.execute_wrappers or self.transaction_mode is None:
+                super()._start_transaction_under_autocommit()  # through a cursor, seen by logging and wrappers
+            else:
+                with self.wrap_database_errors:  # the same statement without a cursor wrapper per transaction
+                    self.connection.execute(f"BEGIN {self.transaction_mode}")
         except BaseException:
             self._writer_lock_release()
             raise
