@@ -130,6 +130,7 @@ def _client(mode: str, target: str, seconds: float, ready: mp.Queue, go, out: mp
     ready.put(os.getpid())
     go.wait()
     clock = time.perf_counter
+    cpu_started = time.process_time()
     deadline = clock() + seconds
     while True:
         began = clock()
@@ -138,7 +139,7 @@ def _client(mode: str, target: str, seconds: float, ready: mp.Queue, go, out: mp
         if not debit(FIRST_ID + rng.randrange(ACCOUNTS)):
             failed += 1
         latencies.append(clock() - began)
-    out.put((len(latencies), failed, latencies))
+    out.put((len(latencies), failed, latencies, time.process_time() - cpu_started))
 
 
 def _debit_function(mode: str, target: str):
@@ -258,6 +259,9 @@ def _run_database(database_url: str, modes: tuple[str, ...], seconds: float, rep
                 entry = {
                     "rate": done / seconds,
                     "failed": sum(g[1] for g in got),
+                    # CPU the client processes spent per debit: a figure the machine's load hardly moves
+                    # (for the 2022 shape it leaves out the server's share).
+                    "cpu_us": 1e6 * sum(g[3] for g in got) / max(1, sum(g[0] for g in got)),
                     "p50_ms": 1000 * latencies[len(latencies) // 2] if latencies else float("nan"),
                     "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)] if latencies else float("nan"),
                     "books": books,
@@ -266,7 +270,8 @@ def _run_database(database_url: str, modes: tuple[str, ...], seconds: float, rep
                 results[mode].append(entry)
                 print(
                     f"  rep {rep + 1} {mode:<12} {entry['rate']:>8,.0f}/s  p50 {entry['p50_ms']:.2f} ms  "
-                    f"p99 {entry['p99_ms']:.2f} ms  {books}  load {entry['load']:.2f}",
+                    f"p99 {entry['p99_ms']:.2f} ms  CPU {entry['cpu_us']:.0f} us/debit  "
+                    f"{books}  load {entry['load']:.2f}",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -345,12 +350,16 @@ def measure(
     rows = [
         Row(
             what=f"ledgered debits/s, `credits_reserve` in-process, SQLite, {procs} processes",
-            figure=f"{_fmt(service)}, p50 {service['p50_ms']:.2f} ms, p99 {service['p99_ms']:.2f} ms",
+            figure=(
+                f"{_fmt(service)}, p50 {service['p50_ms']:.2f} ms, p99 {service['p99_ms']:.2f} ms; "
+                f"{service['cpu_us']:.0f} us of client CPU per debit"
+            ),
             beside=(
                 f"2022 shape (Flask, new HTTP + SQLite connection per debit) {_fmt(others['2022-shape'])} "
                 f"({ratio['2022-shape']:.1f}x), p99 {others['2022-shape']['p99_ms']:.1f} ms; "
                 f"hand-written SQL {_fmt(others['hand-sql'])} ({share_of_hand_sql:.0f}% of it), "
-                f"p99 {others['hand-sql']['p99_ms']:.1f} ms; bare UPDATE ... RETURNING "
+                f"p99 {others['hand-sql']['p99_ms']:.1f} ms, {others['hand-sql']['cpu_us']:.0f} us CPU; "
+                f"bare UPDATE ... RETURNING "
                 f"{_fmt(others['bare-update'])}; books: {', '.join(sorted(books))}"
             ),
             settings=f"{SETTINGS_NOTE}; {runs}; {load_note}",
