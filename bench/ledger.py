@@ -385,7 +385,13 @@ def main() -> None:
     parser.add_argument("--procs", type=int, default=2)
     parser.add_argument("--postgres", help=f"a scratch PostgreSQL URL (default $BENCH_PG_URL or {PG_URL_DEFAULT})")
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--only-sqlite-service", action="store_true", help="one mode alone (e.g. in an old checkout)")
     args = parser.parse_args()
+    if args.only_sqlite_service:
+        with tempfile.TemporaryDirectory(prefix="bench-ledger-") as tmp:
+            got = _measure_database(f"sqlite:///{tmp}/l.sqlite3", ("service",), args.seconds, args.reps, args.procs)
+        print(json.dumps(_summary(got["service"])))
+        return
     from bench.table import machine
 
     print(f"{machine()}; load average {os.getloadavg()}", flush=True)
