@@ -110,7 +110,6 @@ class _Statements:
     refund_all: str  # params: kind, memo, created_at, charge id, generate kind, charge id -> (id, account, delta, gen)
     refund_part: str  # params: amount, kind, memo, created_at, charge id, generate kind, amount, charge id -> same
     claim: str  # params: redeemed_at, discord_user_id, code, discord_user_id -> voucher columns
-    account_if_missing: str  # params: discord_user_id, created_at, updated_at
 
 
 @cache
@@ -155,10 +154,6 @@ def _statements(vendor: str, for_update: bool, placeholder: str) -> _Statements:
             f"redeemed_by_id = (SELECT id FROM {account} WHERE discord_user_id = %s) "
             f"WHERE code = %s AND status = %s AND EXISTS (SELECT 1 FROM {account} WHERE discord_user_id = %s) "
             "RETURNING id, credits, redeemed_by_id, order_id, refunded_at, note, created_at"
-        ),
-        account_if_missing=(
-            f"INSERT INTO {account} (discord_user_id, discord_name, balance, owed, created_at, updated_at) "
-            "VALUES (%s, '', 0, 0, %s, %s) ON CONFLICT (discord_user_id) DO NOTHING"
         ),
     )
 
@@ -379,7 +374,8 @@ def voucher_redeem(*, code: str, discord_user_id: int) -> Redemption:
         row = cursor.fetchone()
         if row is None:
             # Inside the transaction, so that a refused attempt (which raises below) leaves no empty account.
-            cursor.execute(sql.account_if_missing, [discord_user_id, at, at])
+            # Through the ORM (INSERT OR IGNORE / ON CONFLICT DO NOTHING), so that every column gets its default.
+            CreditAccount.objects.bulk_create([CreditAccount(discord_user_id=discord_user_id)], ignore_conflicts=True)
             cursor.execute(sql.claim, claim)
             row = cursor.fetchone()
         if row is None:

@@ -354,3 +354,13 @@ def test_a_second_sqlite_writer_waits_its_turn_on_the_file_lock_not_the_busy_tim
     assert len(waited) == 1 and isinstance(waited[0], float), waited
     assert waited[0] >= 0.2
     assert books_balance(ALICE) == 8
+
+
+# --- the hand-written statements stay in step with the models ----------------------------------------------------
+
+
+def test_the_ledger_insert_names_every_column_of_the_model() -> None:
+    # A new LedgerEntry field must be added to vouchers.services' INSERT (or given a database default).
+    entry = services._statements("sqlite", False, "%s").entry
+    columns = entry[entry.index("(") + 1 : entry.index(")")].replace(" ", "").split(",")
+    assert set(columns) == {field.column for field in LedgerEntry._meta.concrete_fields} - {"id"}
