@@ -370,7 +370,10 @@ def measure(
         rows.append(
             Row(
                 what=f"ledgered debits/s, `credits_reserve` in-process, PostgreSQL, {procs} processes",
-                figure=f"{_fmt(pg_service)}, p50 {pg_service['p50_ms']:.2f} ms, p99 {pg_service['p99_ms']:.2f} ms",
+                figure=(
+                    f"{_fmt(pg_service)}, p50 {pg_service['p50_ms']:.2f} ms, p99 {pg_service['p99_ms']:.2f} ms; "
+                    f"{pg_service['cpu_us']:.0f} us of client CPU per debit"
+                ),
                 beside=f"SQLite in the same run {_fmt(service)}",
                 settings=f"storefront.settings, DEBUG=false, PostgreSQL 15 on 127.0.0.1, CONN_MAX_AGE=600; {runs}",
             )
