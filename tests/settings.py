@@ -21,7 +21,7 @@ os.environ.setdefault("DATA_DIR", os.path.join(tempfile.gettempdir(), "imagecred
 from storefront.settings import *  # noqa: E402,F403
 from storefront.settings import DATA_DIR, DATABASES  # noqa: E402
 
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+if DATABASES["default"]["ENGINE"] == "storefront.sqlite_queued":  # SQLite, as storefront/settings.py configures it
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / f"test-{os.getpid()}.sqlite3")}
 else:
     DATABASES["default"]["TEST"] = {"NAME": f"test_imagecredits_{os.getpid()}"}

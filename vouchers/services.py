@@ -5,15 +5,28 @@ short transaction: never read-then-write, never a network call inside. On SQLite
 lock at BEGIN (IMMEDIATE), on PostgreSQL the UPDATE takes the row lock; either way concurrent callers queue up
 instead of overwriting each other, and the CHECK constraint backs the rule that no balance goes negative.
 
+The hot paths (a debit, a refund, a redeem) are written as the few statements the rules need and no more: the
+conditional `UPDATE ... RETURNING` is also the lookup (no read before it), a refund is one `INSERT ... SELECT`
+from the charge it refunds, and each runs in one transaction without savepoints (`atomic(savepoint=False)`:
+inside a caller's transaction a refusal that wrote nothing is raised after the block, so the caller's
+transaction stays usable; a failure after a write dooms the caller's transaction rather than leave half of it).
+Reads happen only on the paths that refuse, or when the account owes credits.
+
 Credits that enter an account (`credits_refund`, `credits_grant`, `voucher_redeem`, a returned clawback) pay the
 account's debt first (`owed`, what a refund or chargeback could not take back at once), as `repay` ledger rows in
 the same transaction; see `vouchers.models` for the whole model. The lock order is always voucher, then account
 (and, for the shop, order first), so two transactions never wait on each other in a circle.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import F, Sum
 from django.utils import timezone
 
@@ -84,64 +97,240 @@ def account_get_or_create(*, discord_user_id: int) -> CreditAccount:
     return account
 
 
-@transaction.atomic
-def _ledger_move(
+# --- The statements behind every movement ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Statements:
+    debit: str  # params: amount, updated_at, discord_user_id, amount -> (account id,)
+    debit_server: str  # the same with discord_guild_id: a server's wallet
+    credit_if_no_debt: str  # params: amount, updated_at, account id -> (balance,)
+    owed_locked: str  # params: account id -> (owed,)
+    credit_and_repay: str  # params: amount - repaid, repaid, updated_at, account id, repaid -> (balance,)
+    entry: str  # params: account, delta, kind, voucher, generation, refund_of, clawback, memo, created_at -> (id,)
+    refund_all: str  # params: kind, memo, created_at, charge id, generate kind, charge id -> (id, account, delta, gen)
+    refund_part: str  # params: amount, kind, memo, created_at, charge id, generate kind, amount, charge id -> same
+    claim: str  # params: redeemed_at, discord_user_id, code, discord_user_id -> voucher columns
+    claim_server: str  # the same with discord_guild_id: redeemed into a server's wallet
+
+
+@cache
+def _statements(vendor: str, for_update: bool, placeholder: str) -> _Statements:
+    """The SQL of the hot paths, the same on SQLite (3.35+) and PostgreSQL; names come from the models."""
+    if placeholder != "%s":
+        plain = _statements(vendor, for_update, "%s")
+        return _Statements(
+            **{name: getattr(plain, name).replace("%s", placeholder) for name in plain.__dataclass_fields__}
+        )
+    del vendor  # part of the cache key only
+    account = CreditAccount._meta.db_table
+    ledger = LedgerEntry._meta.db_table
+    voucher = Voucher._meta.db_table
+    entry_columns = "account_id, delta, kind, voucher_id, generation_id, refund_of_id, clawback_id, memo, created_at"
+    refund = (
+        f"INSERT INTO {ledger} ({entry_columns}) "
+        "SELECT account_id, {delta}, %s, NULL, generation_id, id, NULL, %s, %s "
+        f"FROM {ledger} WHERE id = %s AND kind = %s{{bound}} "
+        # The unique refund_of answers a race; this makes the usual "already refunded" a refusal, not an error.
+        f"AND NOT EXISTS (SELECT 1 FROM {ledger} WHERE refund_of_id = %s) "
+        "RETURNING id, account_id, delta, generation_id"
+    )
+    # Whose account: a member's (by discord_user_id) or a server's wallet (by discord_guild_id).
+    debit = (
+        f"UPDATE {account} SET balance = balance - %s, updated_at = %s "
+        "WHERE {owner} = %s AND balance >= %s RETURNING id"
+    )
+    claim = (
+        f"UPDATE {voucher} SET status = %s, redeemed_at = %s, "
+        f"redeemed_by_id = (SELECT id FROM {account} WHERE {{owner}} = %s) "
+        f"WHERE code = %s AND status = %s AND EXISTS (SELECT 1 FROM {account} WHERE {{owner}} = %s) "
+        "RETURNING id, credits, redeemed_by_id, order_id, refunded_at, note, created_at"
+    )
+    return _Statements(
+        debit=debit.format(owner="discord_user_id"),
+        debit_server=debit.format(owner="discord_guild_id"),
+        credit_if_no_debt=(
+            f"UPDATE {account} SET balance = balance + %s, updated_at = %s WHERE id = %s AND owed = 0 RETURNING balance"
+        ),
+        owed_locked=f"SELECT owed FROM {account} WHERE id = %s" + (" FOR UPDATE" if for_update else ""),
+        credit_and_repay=(
+            f"UPDATE {account} SET balance = balance + %s, owed = owed - %s, updated_at = %s "
+            "WHERE id = %s AND owed >= %s RETURNING balance"
+        ),
+        entry=f"INSERT INTO {ledger} ({entry_columns}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        refund_all=refund.replace("{delta}", "-delta").replace("{bound}", ""),
+        refund_part=refund.replace("{delta}", "%s").replace("{bound}", " AND %s <= -delta"),
+        claim=claim.format(owner="discord_user_id"),
+        claim_server=claim.format(owner="discord_guild_id"),
+    )
+
+
+@contextmanager
+def _cursor(connection: BaseDatabaseWrapper) -> Iterator[tuple[Any, _Statements]]:
+    """A cursor for the hot paths' statements, and the statements, inside the caller's atomic block.
+
+    Django's cursor wrapper costs about as much as a statement itself on SQLite (some 30 us each), so the
+    statements go straight to the driver's cursor, in its placeholder style, with Django's error translation
+    (an IntegrityError is still `django.db.IntegrityError`). While something watches statements (query logging:
+    DEBUG or CaptureQueriesContext; an `execute_wrapper`) they go through Django's cursor instead, to be seen:
+    the same statements either way.
+    """
+    for_update = connection.features.has_select_for_update
+    if connection.queries_logged or connection.execute_wrappers:
+        with connection.cursor() as cursor:
+            yield cursor, _statements(connection.vendor, for_update, "%s")
+        return
+    connection.ensure_connection()
+    placeholder = "?" if connection.Database.paramstyle == "qmark" else "%s"
+    cursor = connection.connection.cursor()
+    try:
+        with connection.wrap_database_errors:
+            yield cursor, _statements(connection.vendor, for_update, placeholder)
+    finally:
+        cursor.close()
+
+
+def _db_datetime(connection: BaseDatabaseWrapper, value: object) -> datetime | None:
+    """A datetime column as read by raw SQL, as the ORM would give it (SQLite returns text)."""
+    convert = getattr(connection.ops, "convert_datetimefield_value", None)
+    return convert(value, None, connection) if convert and value is not None else value
+
+
+def _entry(
+    connection: BaseDatabaseWrapper,
+    pk: int,
     *,
     account_id: int,
     delta: int,
     kind: str,
+    created_at: datetime,
     memo: str = "",
-    voucher: Voucher | None = None,
+    voucher_id: int | None = None,
     generation_id: int | None = None,
-    refund_of: LedgerEntry | None = None,
-    clawback: Clawback | None = None,
+    refund_of_id: int | None = None,
+    clawback_id: int | None = None,
 ) -> LedgerEntry:
-    """Apply `delta` to one account and record it, atomically. Refuses (writes nothing) if it would go negative."""
-    accounts = CreditAccount.objects.filter(pk=account_id)
-    if delta < 0:
-        accounts = accounts.filter(balance__gte=-delta)
-    if not accounts.update(balance=F("balance") + delta, updated_at=timezone.now()):
-        raise InsufficientCredits()
-    return LedgerEntry.objects.create(
+    """The LedgerEntry a raw INSERT wrote, without reading it back (built as the ORM builds a fetched row)."""
+    values = (pk, account_id, delta, kind, voucher_id, generation_id, refund_of_id, clawback_id, memo, created_at)
+    return LedgerEntry.from_db(connection.alias, _ENTRY_FIELDS, values)
+
+
+_ENTRY_FIELDS = (
+    "id", "account_id", "delta", "kind", "voucher_id", "generation_id", "refund_of_id", "clawback_id", "memo",
+    "created_at",
+)  # fmt: skip
+
+
+def _insert_entry(
+    cursor,
+    sql: _Statements,
+    *,
+    account_id: int,
+    delta: int,
+    kind: str,
+    at: object,
+    memo: str = "",
+    voucher_id: int | None = None,
+    generation_id: int | None = None,
+    refund_of_id: int | None = None,
+    clawback_id: int | None = None,
+) -> int:
+    cursor.execute(sql.entry, [account_id, delta, kind, voucher_id, generation_id, refund_of_id, clawback_id, memo, at])
+    return cursor.fetchone()[0]
+
+
+def _credit(cursor, sql: _Statements, *, account_id: int, amount: int, at: object, repay_up_to: int) -> tuple[int, int]:
+    """Add `amount` to the balance, paying up to `repay_up_to` of the account's debt from it; (balance, repaid).
+
+    Usually the account owes nothing and this is one guarded UPDATE. When it owes, the row is locked
+    (PostgreSQL; SQLite holds the write lock already) and read, so the repayment is exact; the caller writes the
+    `repay` row after its own positive row.
+    """
+    if repay_up_to > 0:
+        cursor.execute(sql.credit_if_no_debt, [amount, at, account_id])
+        row = cursor.fetchone()
+        if row is not None:
+            return row[0], 0
+        cursor.execute(sql.owed_locked, [account_id])
+        owed = cursor.fetchone()[0]
+        repaid = min(owed, repay_up_to)
+    else:
+        repaid = 0
+    cursor.execute(sql.credit_and_repay, [amount - repaid, repaid, at, account_id, repaid])
+    row = cursor.fetchone()
+    if row is None:  # cannot happen while the lock is held; refuse rather than write a wrong row
+        raise RuntimeError(f"Account {account_id} changed while credits were being added.")
+    return row[0], repaid
+
+
+def _credit_in(*, account_id: int, amount: int, kind: str, memo: str = "", **links) -> LedgerEntry:
+    """Every other way credits enter an account (a grant, a restore): the positive row, then the debt paid first.
+
+    Runs in one transaction: the caller's, or its own.
+    """
+    connection = transaction.get_connection()
+    now = timezone.now()
+    at = connection.ops.adapt_datetimefield_value(now)
+    with transaction.atomic(savepoint=False), _cursor(connection) as (cursor, sql):
+        _, repaid = _credit(cursor, sql, account_id=account_id, amount=amount, at=at, repay_up_to=amount)
+        pk = _insert_entry(cursor, sql, account_id=account_id, delta=amount, kind=kind, at=at, memo=memo, **links)
+        if repaid:
+            _insert_entry(
+                cursor, sql, account_id=account_id, delta=-repaid, kind=LedgerEntry.Kind.REPAY, at=at, memo=_REPAY_MEMO
+            )
+    return _entry(connection, pk, account_id=account_id, delta=amount, kind=kind, created_at=now, memo=memo, **links)
+
+
+_REPAY_MEMO = "Owed credits repaid"
+
+
+def _debit(
+    *, discord_user_id: int, amount: int, kind: str, memo: str, generation_id: int | None = None, server: bool = False
+):
+    """Take `amount` from the member's account (`server`: the server's wallet whose id `discord_user_id` then is):
+    one guarded `UPDATE ... RETURNING id`, then its ledger row.
+
+    Returns the entry, or None when nothing was taken (no account, or too small a balance); nothing is written
+    then, and the caller says why.
+    """
+    connection = transaction.get_connection()
+    now = timezone.now()
+    at = connection.ops.adapt_datetimefield_value(now)
+    with transaction.atomic(savepoint=False), _cursor(connection) as (cursor, sql):
+        cursor.execute(sql.debit_server if server else sql.debit, [amount, at, discord_user_id, amount])
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        account_id = row[0]
+        pk = _insert_entry(
+            cursor, sql, account_id=account_id, delta=-amount, kind=kind, at=at, memo=memo, generation_id=generation_id
+        )
+    return _entry(
+        connection,
+        pk,
         account_id=account_id,
-        delta=delta,
+        delta=-amount,
         kind=kind,
+        created_at=now,
         memo=memo,
-        voucher=voucher,
         generation_id=generation_id,
-        refund_of=refund_of,
-        clawback=clawback,
     )
 
 
 def _repay_debt(*, account_id: int, up_to: int) -> int:
-    """Pay the account's debt from credits that just arrived (at most `up_to`); returns what was repaid.
+    """Pay the account's debt from credits already added in this transaction (at most `up_to`); what was repaid.
 
-    Called inside the transaction whose UPDATE added those credits: that UPDATE holds the account row's lock
-    (PostgreSQL) or the database write lock (SQLite IMMEDIATE), so the `owed` read here cannot change before the
-    guarded UPDATE below, which re-checks both counters anyway.
+    Only `voucher_redeem` needs it apart from `_credit`, after taking a held clawback from the new credits.
     """
-    owed = CreditAccount.objects.values_list("owed", flat=True).get(pk=account_id)
-    repaid = min(owed, up_to)
-    if repaid <= 0:
-        return 0
-    updated = CreditAccount.objects.filter(pk=account_id, owed__gte=repaid, balance__gte=repaid).update(
-        owed=F("owed") - repaid, balance=F("balance") - repaid, updated_at=timezone.now()
-    )
-    if updated != 1:  # cannot happen while the lock is held; refuse rather than write a wrong row
-        raise RuntimeError(f"Account {account_id} changed while its debt was being repaid.")
-    LedgerEntry.objects.create(
-        account_id=account_id, delta=-repaid, kind=LedgerEntry.Kind.REPAY, memo="Owed credits repaid"
-    )
+    connection = transaction.get_connection()
+    at = connection.ops.adapt_datetimefield_value(timezone.now())
+    with _cursor(connection) as (cursor, sql):
+        _, repaid = _credit(cursor, sql, account_id=account_id, amount=0, at=at, repay_up_to=up_to)
+        if repaid:
+            _insert_entry(
+                cursor, sql, account_id=account_id, delta=-repaid, kind=LedgerEntry.Kind.REPAY, at=at, memo=_REPAY_MEMO
+            )
     return repaid
-
-
-@transaction.atomic
-def _credit_in(*, account_id: int, amount: int, kind: str, **links) -> LedgerEntry:
-    """Every way credits enter an account: the positive row, then the debt paid first from them."""
-    entry = _ledger_move(account_id=account_id, delta=amount, kind=kind, **links)
-    _repay_debt(account_id=account_id, up_to=amount)
-    return entry
 
 
 MAX_NAME_LENGTH = 100
@@ -177,49 +366,114 @@ def voucher_issue(*, credits: int, note: str = "", order=None) -> Voucher:
 
 
 def voucher_redeem(*, code: str, discord_user_id: int) -> Redemption:
-    """Move a voucher's credits into the member's account. Exactly one of many racing redeemers wins."""
+    """Move a voucher's credits into the member's account. Exactly one of many racing redeemers wins.
+
+    For a member who has an account, three statements: the claim (which also finds the account), the credit, the
+    ledger row. A new member's first claim finds no account: it is created and the claim tried once more.
+    """
     code = _require_code(code)
     _require_discord_id(discord_user_id)
-    return _voucher_redeem_into(code=code, account_get=lambda: account_get_or_create(discord_user_id=discord_user_id))
+    return _voucher_redeem_into(code=code, owner_id=discord_user_id, server=False)
 
 
-def _voucher_redeem_into(*, code: str, account_get) -> Redemption:
-    with transaction.atomic():
-        # Inside the transaction, so that a refused attempt (which raises below) leaves no empty account.
-        account = account_get()
+def _voucher_redeem_into(*, code: str, owner_id: int, server: bool) -> Redemption:
+    """The redeem into a member's account (`owner_id` a Discord user id) or a server's wallet (a server id)."""
+    connection = transaction.get_connection()
+    now = timezone.now()
+    at = connection.ops.adapt_datetimefield_value(now)
+    claim = [Voucher.Status.REDEEMED, at, owner_id, code, Voucher.Status.ACTIVE, owner_id]
+    # A savepoint only when nested in a caller's transaction: a refusal may follow the account created here.
+    with transaction.atomic(), _cursor(connection) as (cursor, sql):
         # The claim itself: one conditional UPDATE. Whoever flips ACTIVE -> REDEEMED owns the credits.
-        claimed = Voucher.objects.filter(code=code, status=Voucher.Status.ACTIVE).update(
-            status=Voucher.Status.REDEEMED, redeemed_by=account, redeemed_at=timezone.now()
+        cursor.execute(sql.claim_server if server else sql.claim, claim)
+        row = cursor.fetchone()
+        if row is None:
+            # Inside the transaction, so that a refused attempt (which raises below) leaves no empty account.
+            # Through the ORM (INSERT OR IGNORE / ON CONFLICT DO NOTHING), so that every column gets its default.
+            new = (
+                CreditAccount(kind=CreditAccount.Kind.SERVER, discord_guild_id=owner_id)
+                if server
+                else CreditAccount(discord_user_id=owner_id)
+            )
+            CreditAccount.objects.bulk_create([new], ignore_conflicts=True)
+            cursor.execute(sql.claim_server if server else sql.claim, claim)
+            row = cursor.fetchone()
+        if row is None:
+            _refuse_redeem(code=code, owner_id=owner_id, server=server)
+        voucher_id, credits, account_id, order_id, refunded_at, note, created_at = row
+        voucher = Voucher(
+            id=voucher_id,
+            code=code,
+            credits=credits,
+            status=Voucher.Status.REDEEMED,
+            order_id=order_id,
+            redeemed_by_id=account_id,
+            redeemed_at=now,
+            refunded_at=_db_datetime(connection, refunded_at),
+            note=note,
+            created_at=_db_datetime(connection, created_at),
         )
-        if claimed:
-            voucher = Voucher.objects.get(code=code)
-            entry = _ledger_move(
-                account_id=account.pk,
-                delta=voucher.credits,
+        voucher._state.adding = False
+        voucher._state.db = connection.alias
+        memo = f"Redeemed {code}"
+        if refunded_at is None:
+            # No clawback was ever made of this voucher (the first one sets refunded_at): credit, pay debt first.
+            balance, repaid = _credit(cursor, sql, account_id=account_id, amount=credits, at=at, repay_up_to=credits)
+            _insert_entry(
+                cursor,
+                sql,
+                account_id=account_id,
+                delta=credits,
                 kind=LedgerEntry.Kind.REDEEM,
-                voucher=voucher,
-                memo=f"Redeemed {voucher.code}",
+                at=at,
+                memo=memo,
+                voucher_id=voucher_id,
             )
-            # A partial refund that came while the voucher was unredeemed is taken now, from these credits;
-            # the claim above holds the voucher row, so no clawback of it can be added or returned meanwhile.
-            held = 0
-            for clawback in Clawback.objects.filter(voucher=voucher, status=Clawback.Status.HELD, voided=False):
-                _clawback_take(clawback=clawback, account_id=account.pk)
-                held += clawback.credits
-            repaid = _repay_debt(account_id=account.pk, up_to=voucher.credits - held)
-            balance = CreditAccount.objects.values_list("balance", flat=True).get(pk=account.pk)
-            return Redemption(
-                voucher=voucher, credits=entry.delta, balance=balance, clawed_back=held, debt_repaid=repaid
-            )
-        # Nothing was claimed; say why.
-        voucher = Voucher.objects.filter(code=code).first()
-        if voucher is None:
-            raise VoucherNotFound()
-        if voucher.status == Voucher.Status.REDEEMED:
-            if voucher.redeemed_by_id == account.pk:
-                raise VoucherAlreadyRedeemed("You already redeemed that voucher; its credits are in your balance.")
-            raise VoucherAlreadyRedeemed()
-        raise VoucherVoid()
+            if repaid:
+                _insert_entry(
+                    cursor,
+                    sql,
+                    account_id=account_id,
+                    delta=-repaid,
+                    kind=LedgerEntry.Kind.REPAY,
+                    at=at,
+                    memo=_REPAY_MEMO,
+                )
+            return Redemption(voucher=voucher, credits=credits, balance=balance, debt_repaid=repaid)
+        _credit(cursor, sql, account_id=account_id, amount=credits, at=at, repay_up_to=0)
+        _insert_entry(
+            cursor,
+            sql,
+            account_id=account_id,
+            delta=credits,
+            kind=LedgerEntry.Kind.REDEEM,
+            at=at,
+            memo=memo,
+            voucher_id=voucher_id,
+        )
+        # A partial refund that came while the voucher was unredeemed is taken now, from these credits;
+        # the claim above holds the voucher row, so no clawback of it can be added or returned meanwhile.
+        held = 0
+        for clawback in Clawback.objects.filter(voucher_id=voucher_id, status=Clawback.Status.HELD, voided=False):
+            _clawback_take(clawback=clawback, account_id=account_id)
+            held += clawback.credits
+        repaid = _repay_debt(account_id=account_id, up_to=credits - held)
+        balance = CreditAccount.objects.values_list("balance", flat=True).get(pk=account_id)
+        return Redemption(voucher=voucher, credits=credits, balance=balance, clawed_back=held, debt_repaid=repaid)
+
+
+def _refuse_redeem(*, code: str, owner_id: int, server: bool) -> None:
+    """Nothing was claimed; say why."""
+    redeemer_id = "redeemed_by__discord_guild_id" if server else "redeemed_by__discord_user_id"
+    found = Voucher.objects.filter(code=code).values_list("status", redeemer_id).first()
+    if found is None:
+        raise VoucherNotFound()
+    status, redeemer = found
+    if status == Voucher.Status.REDEEMED:
+        if redeemer == owner_id:
+            raise VoucherAlreadyRedeemed("You already redeemed that voucher; its credits are in your balance.")
+        raise VoucherAlreadyRedeemed()
+    raise VoucherVoid()
 
 
 def voucher_void(*, code: str, memo: str = "") -> Voucher:
@@ -243,20 +497,26 @@ def voucher_void(*, code: str, memo: str = "") -> Voucher:
 def credits_reserve(
     *, discord_user_id: int, amount: int, generation_id: int | None = None, memo: str = ""
 ) -> LedgerEntry:
-    """Take `amount` credits now for work about to be done; `credits_refund` gives them back if it fails."""
+    """Take `amount` credits now for work about to be done; `credits_refund` gives them back if it fails.
+
+    Two statements in one transaction: `UPDATE ... WHERE discord_user_id = ? AND balance >= ? RETURNING id`,
+    then the ledger row. Only a refusal reads (to say whether the member has an account at all).
+    """
     _require_discord_id(discord_user_id)
     _require_amount(amount)
     memo = _require_memo(memo)
-    account_id = CreditAccount.objects.filter(discord_user_id=discord_user_id).values_list("pk", flat=True).first()
-    if account_id is None:
-        raise InsufficientCredits("You have no credits yet. Use /buy or /redeem first.")
-    return _ledger_move(
-        account_id=account_id,
-        delta=-amount,
+    entry = _debit(
+        discord_user_id=discord_user_id,
+        amount=amount,
         kind=LedgerEntry.Kind.GENERATE,
-        generation_id=generation_id,
         memo=memo,
+        generation_id=generation_id,
     )
+    if entry is None:
+        if not CreditAccount.objects.filter(discord_user_id=discord_user_id).exists():
+            raise InsufficientCredits("You have no credits yet. Use /buy or /redeem first.")
+        raise InsufficientCredits()
+    return entry
 
 
 def credits_refund(*, entry_id: int, memo: str = "", amount: int | None = None) -> LedgerEntry:
@@ -265,33 +525,64 @@ def credits_refund(*, entry_id: int, memo: str = "", amount: int | None = None) 
     `amount` (default: all of it) gives back part of it, for a request of several images of which only some were
     delivered; it must be positive and at most the charge. Whoever refunds part knows what the rest paid for
     (the bot's audit checks the amount against the generation's undelivered images).
+
+    The refund row is one `INSERT ... SELECT` from the charge, which checks the charge's kind and size and that
+    it has no refund yet; the unique `refund_of` settles a race. Then the credit (paying any debt first).
     """
     memo = _require_memo(memo)
-    debit = LedgerEntry.objects.filter(pk=entry_id).first() if type(entry_id) is int else None
-    if debit is None or debit.kind != LedgerEntry.Kind.GENERATE:
+    if type(entry_id) is not int or not 0 < entry_id <= _MAX_DISCORD_ID:
         raise RefundNotAllowed()
-    if amount is not None and (type(amount) is not int or not 0 < amount <= -debit.delta):
+    if amount is not None and (type(amount) is not int or not 0 < amount <= MAX_CREDITS_PER_MOVEMENT):
         raise RefundNotAllowed()
+    connection = transaction.get_connection()
+    now = timezone.now()
+    at = connection.ops.adapt_datetimefield_value(now)
+    kinds = LedgerEntry.Kind
     try:
-        # Pays any debt first: credits reserved when a clawback came are exactly what it could not take then.
-        return _credit_in(
-            account_id=debit.account_id,
-            amount=-debit.delta if amount is None else amount,
-            kind=LedgerEntry.Kind.REFUND,
-            generation_id=debit.generation_id,
-            refund_of=debit,
-            memo=memo,
-        )
+        with transaction.atomic(savepoint=False), _cursor(connection) as (cursor, sql):
+            if amount is None:
+                cursor.execute(sql.refund_all, [kinds.REFUND, memo, at, entry_id, kinds.GENERATE, entry_id])
+            else:
+                cursor.execute(
+                    sql.refund_part, [amount, kinds.REFUND, memo, at, entry_id, kinds.GENERATE, amount, entry_id]
+                )
+            row = cursor.fetchone()
+            if row is not None:
+                pk, account_id, delta, generation_id = row
+                # Pays any debt first: credits reserved when a clawback came are exactly what it could not take.
+                _, repaid = _credit(cursor, sql, account_id=account_id, amount=delta, at=at, repay_up_to=delta)
+                if repaid:
+                    _insert_entry(
+                        cursor, sql, account_id=account_id, delta=-repaid, kind=kinds.REPAY, at=at, memo=_REPAY_MEMO
+                    )
     except IntegrityError:
         raise AlreadyRefunded() from None
+    if row is None:
+        charge = LedgerEntry.objects.filter(pk=entry_id).values_list("kind", "delta").first()
+        if charge is None or charge[0] != kinds.GENERATE or (amount is not None and amount > -charge[1]):
+            raise RefundNotAllowed()
+        raise AlreadyRefunded()
+    return _entry(
+        connection,
+        pk,
+        account_id=account_id,
+        delta=delta,
+        kind=kinds.REFUND,
+        created_at=now,
+        memo=memo,
+        generation_id=generation_id,
+        refund_of_id=entry_id,
+    )
 
 
 def credits_grant(*, discord_user_id: int, amount: int, memo: str) -> LedgerEntry:
     """An operator's gift of credits (support, goodwill). The memo says why, in the ledger."""
     _require_amount(amount)
     memo = _require_memo(memo, required=True)
-    account = account_get_or_create(discord_user_id=discord_user_id)
-    return _credit_in(account_id=account.pk, amount=amount, kind=LedgerEntry.Kind.GRANT, memo=memo)
+    _require_discord_id(discord_user_id)
+    with transaction.atomic(savepoint=False):
+        account = account_get_or_create(discord_user_id=discord_user_id)
+        return _credit_in(account_id=account.pk, amount=amount, kind=LedgerEntry.Kind.GRANT, memo=memo)
 
 
 def credits_debit(*, discord_user_id: int, amount: int, memo: str) -> LedgerEntry:
@@ -299,13 +590,12 @@ def credits_debit(*, discord_user_id: int, amount: int, memo: str) -> LedgerEntr
     _require_discord_id(discord_user_id)
     _require_amount(amount)
     memo = _require_memo(memo, required=True)
-    account_id = CreditAccount.objects.filter(discord_user_id=discord_user_id).values_list("pk", flat=True).first()
-    if account_id is None:
-        raise InsufficientCredits("That member has no credits.")
-    try:
-        return _ledger_move(account_id=account_id, delta=-amount, kind=LedgerEntry.Kind.DEBIT, memo=memo)
-    except InsufficientCredits:
-        raise InsufficientCredits("That member's balance is smaller than that.") from None
+    entry = _debit(discord_user_id=discord_user_id, amount=amount, kind=LedgerEntry.Kind.DEBIT, memo=memo)
+    if entry is None:
+        if not CreditAccount.objects.filter(discord_user_id=discord_user_id).exists():
+            raise InsufficientCredits("That member has no credits.")
+        raise InsufficientCredits("That member's balance is smaller than that.")
+    return entry
 
 
 # --- Clawbacks: what a refunded or disputed payment bought, taken back ------------------------------------
@@ -430,8 +720,8 @@ def voucher_claw_back_return(*, cause: str, memo: str = "") -> Clawback | None:
                     account_id=account_id,
                     amount=restore,
                     kind=LedgerEntry.Kind.RESTORE,
-                    voucher=clawback.voucher,
-                    clawback=clawback,
+                    voucher_id=clawback.voucher_id,
+                    clawback_id=clawback.pk,
                     memo=memo,
                 )
         clawback.refresh_from_db()
@@ -441,17 +731,19 @@ def voucher_claw_back_return(*, cause: str, memo: str = "") -> Clawback | None:
 # --- Server wallets: a Discord server's own account, funded by its managers ----------------------------------
 
 
+def _server_name(name: object) -> str:
+    if not isinstance(name, str):
+        return ""
+    return " ".join("".join(ch for ch in name if ch.isprintable()).split())[:MAX_NAME_LENGTH]
+
+
 def server_account_get_or_create(*, discord_guild_id: int, name: str = "") -> CreditAccount:
     """The server's wallet (a `server` account), created empty on first use; `name` is remembered for operators."""
     _require_discord_id(discord_guild_id)
     account, _ = CreditAccount.objects.get_or_create(
         discord_guild_id=discord_guild_id, defaults={"kind": CreditAccount.Kind.SERVER}
     )
-    name = (
-        " ".join("".join(ch for ch in name if ch.isprintable()).split())[:MAX_NAME_LENGTH]
-        if isinstance(name, str)
-        else ""
-    )
+    name = _server_name(name)
     if name and account.discord_name != name:
         CreditAccount.objects.filter(pk=account.pk).update(discord_name=name)
         account.discord_name = name
@@ -462,9 +754,14 @@ def server_voucher_redeem(*, code: str, discord_guild_id: int, name: str = "") -
     """Move a voucher's credits into a server's wallet (`/server redeem`, or a server-bound `/buy` order)."""
     code = _require_code(code)
     _require_discord_id(discord_guild_id)
-    return _voucher_redeem_into(
-        code=code, account_get=lambda: server_account_get_or_create(discord_guild_id=discord_guild_id, name=name)
-    )
+    name = _server_name(name)
+    with transaction.atomic():
+        redemption = _voucher_redeem_into(code=code, owner_id=discord_guild_id, server=True)
+        if name:
+            CreditAccount.objects.filter(discord_guild_id=discord_guild_id).exclude(discord_name=name).update(
+                discord_name=name
+            )
+    return redemption
 
 
 def server_credits_reserve(
@@ -475,9 +772,16 @@ def server_credits_reserve(
     _require_discord_id(discord_guild_id)
     _require_amount(amount)
     memo = _require_memo(memo)
-    account_id = CreditAccount.objects.filter(discord_guild_id=discord_guild_id).values_list("pk", flat=True).first()
-    if account_id is None:
-        raise InsufficientCredits("This server's wallet is empty.")
-    return _ledger_move(
-        account_id=account_id, delta=-amount, kind=LedgerEntry.Kind.GENERATE, generation_id=generation_id, memo=memo
+    entry = _debit(
+        discord_user_id=discord_guild_id,
+        amount=amount,
+        kind=LedgerEntry.Kind.GENERATE,
+        memo=memo,
+        generation_id=generation_id,
+        server=True,
     )
+    if entry is None:
+        if not CreditAccount.objects.filter(discord_guild_id=discord_guild_id).exists():
+            raise InsufficientCredits("This server's wallet is empty.")
+        raise InsufficientCredits()
+    return entry

@@ -28,7 +28,7 @@ LAUNCHER = Path(__file__).with_name("launch_bot.py")
 def database_url_for_other_processes() -> str:
     """The test database, as a DATABASE_URL another process can open."""
     db = connection.settings_dict
-    if db["ENGINE"] == "django.db.backends.sqlite3":
+    if connection.vendor == "sqlite":
         return f"sqlite:///{db['NAME']}"
     password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
     return f"postgres://{db['USER']}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"

@@ -33,6 +33,29 @@ def nothing_written() -> Iterator[None]:
     assert db_state() == before
 
 
+@contextmanager
+def crash_at(matches: Callable[[str, tuple], bool]) -> Iterator[None]:
+    """Every statement for which `matches(sql, params)` is true raises instead of running: a process killed there.
+
+    Works on the statements themselves (a `connection.execute_wrapper`), so it needs no knowledge of which
+    helper function sends them.
+    """
+
+    def wrapper(execute, sql, params, many, context):
+        if matches(sql, tuple(params or ())):
+            raise RuntimeError("process killed here")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(wrapper):
+        yield
+
+
+def writes_row(kind: str) -> Callable[[str, tuple], bool]:
+    """Matches the statement that inserts a ledger row of `kind` (by the ORM or by raw SQL)."""
+    insert = f"INSERT INTO {LedgerEntry._meta.db_table} "
+    return lambda sql, params: sql.replace('"', "").startswith(insert) and kind in params
+
+
 @pytest.fixture
 def funded() -> Callable[..., CreditAccount]:
     """`funded(discord_user_id, credits)`: an account holding `credits`, granted through the service."""

@@ -29,6 +29,8 @@ def run_step(step: dict[str, Any], last_reservation: list[int]) -> dict[str, Any
             return {"ok": entry.delta}
         if service == "credits_grant":
             return {"ok": services.credits_grant(**step["kwargs"]).delta}
+        if service == "credits_refund":
+            return {"ok": services.credits_refund(**step["kwargs"]).delta}
         if service == "refund_last_reservation":
             if not last_reservation:
                 return {"ok": None}

@@ -9,7 +9,7 @@ from django.db import transaction
 
 from discordbot.models import Generation
 from discordbot.services import generation_fail_and_refund
-from tests.vouchers.conftest import nothing_written
+from tests.vouchers.conftest import crash_at, nothing_written, writes_row
 from vouchers import services
 from vouchers.errors import InsufficientCredits, InvalidAmount, VoucherError, VoucherNotFound, VoucherVoid
 from vouchers.models import Clawback, CreditAccount, LedgerEntry, Voucher
@@ -325,13 +325,9 @@ def test_a_crash_between_the_credit_and_its_debt_repayment_writes_neither(monkey
     queued = reserve(10)
     services.voucher_claw_back(voucher_id=voucher.pk, credits=10, cause="refund re_1")
 
-    def crash(**kwargs):
-        raise RuntimeError("process killed here")
-
-    monkeypatch.setattr(services, "_repay_debt", crash)
-    with nothing_written(), pytest.raises(RuntimeError):
+    # Killed as the repay row is written: the refund row and the credit before it must go too.
+    with nothing_written(), crash_at(writes_row(LedgerEntry.Kind.REPAY)), pytest.raises(RuntimeError):
         generation_fail_and_refund(generation_id=queued.generation_id, error="not delivered")
-    monkeypatch.undo()
 
     generation_fail_and_refund(
         generation_id=queued.generation_id, error="not delivered"
