@@ -13,15 +13,36 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import close_old_connections, connections
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# Each worker thread keeps its own database connection. A handful is plenty: every service call is one short
-# transaction, and more threads would only queue up on SQLite's single write lock.
-MAX_DB_THREADS = 8
-_executor = ThreadPoolExecutor(max_workers=MAX_DB_THREADS, thread_name_prefix="bot-db")
+# Each worker thread keeps its own database connection; every service call is one short transaction. On SQLite
+# only one transaction writes at a time, and a thread that finds the write lock taken polls for it with growing
+# sleeps (SQLite's busy handler: 1, 2, 5, 10 ... 100 ms), so eight threads queued up behind one lock waste most
+# of their time asleep (measured: a reservation's mean went from ~80 ms to ~360 ms under 50 concurrent /generate
+# with 8 threads instead of 2; bench/bot_concurrency.py). Two threads there: one writes, one reads or waits beside
+# it. PostgreSQL locks rows, not the database, so more calls overlap. BOT_DB_THREADS overrides either.
+SQLITE_DB_THREADS = 2
+SERVER_DB_THREADS = 8
+_executor: ThreadPoolExecutor | None = None
+
+
+def db_threads() -> int:
+    """How many database threads the bot uses (BOT_DB_THREADS, else by the database engine)."""
+    if settings.BOT_DB_THREADS > 0:
+        return settings.BOT_DB_THREADS
+    sqlite = connections["default"].vendor == "sqlite"
+    return SQLITE_DB_THREADS if sqlite else SERVER_DB_THREADS
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _executor
+    if _executor is None:
+        _executor = ThreadPoolExecutor(max_workers=db_threads(), thread_name_prefix="bot-db")
+    return _executor
 
 
 def _call_with_fresh_connections(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -34,19 +55,21 @@ def _call_with_fresh_connections(fn: Callable[P, R], /, *args: P.args, **kwargs:
 
 async def run_service(fn: Callable[..., R], /, **kwargs) -> R:
     """Run a sync service (keyword arguments only) on the database threads and return its result."""
-    return await sync_to_async(_call_with_fresh_connections, thread_sensitive=False, executor=_executor)(fn, **kwargs)
+    return await sync_to_async(_call_with_fresh_connections, thread_sensitive=False, executor=_pool())(fn, **kwargs)
 
 
 def _close_thread_connections(barrier: threading.Barrier) -> None:
     connections.close_all()
     # Hold this worker until every other worker has closed its connections too, so that each of the
-    # MAX_DB_THREADS calls lands on a different thread.
+    # calls lands on a different thread.
     barrier.wait(timeout=10)
 
 
 async def close_db_connections() -> None:
     """Close the connection each database thread holds. Call once the bot has stopped (and in tests)."""
-    barrier = threading.Barrier(MAX_DB_THREADS)
+    pool = _pool()
+    threads = pool._max_workers
+    barrier = threading.Barrier(threads)
     loop = asyncio.get_running_loop()
-    calls = [loop.run_in_executor(_executor, _close_thread_connections, barrier) for _ in range(MAX_DB_THREADS)]
+    calls = [loop.run_in_executor(pool, _close_thread_connections, barrier) for _ in range(threads)]
     await asyncio.gather(*calls, return_exceptions=True)
