@@ -6,8 +6,8 @@ over the first, and the prompt written on top. Previews are coarse pixelated ver
 before it, the way a streaming service sharpens its partial images. Several images differ by their index.
 
 Rendering is CPU work, so it runs in a thread, during PLACEHOLDER_DELAY_SECONDS (the service's answer time);
-images are drawn at a quarter of the requested size, which keeps them cheap while keeping the aspect ratio. It reports no tokens: its spend is what IMAGE_SPEND_PRICES says for the
-model "placeholder" (normally unpriced).
+images are drawn at a quarter of the requested size, which keeps them cheap while keeping the aspect ratio. It
+reports no tokens: its spend is what IMAGE_SPEND_PRICES says for the model "placeholder" (normally unpriced).
 """
 
 import asyncio
