@@ -98,13 +98,12 @@ def _picture() -> bytes:
     return out.getvalue()
 
 
-async def _run_rounds(workload: str, rounds: list[list[int]], *, profile: bool) -> tuple[list[dict], str]:
-    """Each round: every member in it sends one request at once. Returns one result per round (and a profile)."""
-    import discord.gateway
-    import discord.http
+# --- the fake Discord's process: Discord's REST API, gateway and CDN, and the one who times each round ----------------
 
-    from discordbot.bot import ImageCreditsBot
-    from discordbot.bridge import close_db_connections
+
+async def _fake_discord_main() -> None:
+    """Serve the fake Discord and CDN; on each `round` line from stdin, push the round's commands and print its
+    figures. Its own process (as Discord is, for a real bot): its CPU, parsing the bot's uploads, is not the bot's."""
     from tests.discordbot.fake_cdn import FakeCDN
     from tests.discordbot.fake_discord import Attachment, FakeDiscord
 
@@ -114,23 +113,101 @@ async def _run_rounds(workload: str, rounds: list[list[int]], *, profile: bool) 
     await cdn.start()
     picture = _picture()
     picture_url = cdn.add("attachments/bench/photo.png", picture)
+    print("BENCH-FAKE " + json.dumps({"api_base": fake.api_base, "gateway_url": str(fake.gateway_url)}), flush=True)
+    loop = asyncio.get_running_loop()
+    await fake.wait_for_async(lambda: fake.identifies, timeout=60)
+    while line := await loop.run_in_executor(None, sys.stdin.readline):
+        order = json.loads(line)
+        if order["op"] != "round":
+            break
+        workload, users = order["workload"], order["users"]
+        images_per_request = 4 if workload == "count4" else 1
+
+        def command(i: int, workload: str = workload) -> tuple[str, dict]:
+            if workload == "edit":
+                return "edit", {
+                    "prompt": f"bench edit {i}",
+                    "image": Attachment(picture_url, "photo.png", len(picture), width=512, height=512),
+                }
+            if workload == "count4":
+                return "generate", {"prompt": f"bench image {i}", "count": 4}
+            return "generate", {"prompt": f"bench image {i}"}
+
+        n = len(users)
+        seen = len(fake.calls)
+        start = time.perf_counter()
+        sents = []
+        for i, user in enumerate(users):
+            name, options = command(i)
+            sents.append(await fake.send_command(name, user_id=user, options=options))
+        tokens = {sent.token for sent in sents}
+        done: set[str] = set()
+
+        def answered(tokens: set[str] = tokens, done: set[str] = done, n: int = n, per: int = images_per_request):
+            nonlocal seen
+            calls = fake.calls
+            for call in calls[seen:]:
+                if call.token in tokens and (
+                    len(call.uploads) >= per  # the image(s), however the message came about
+                    or (call.route == "followup" and call.ephemeral and not call.content.startswith(ACCEPTED))
+                ):
+                    done.add(call.token)
+            seen = len(calls)
+            return len(done) >= n
+
+        await fake.wait_for_async(answered, timeout=300)
+        wall = time.perf_counter() - start
+        mine = [c for c in fake.calls if c.token in tokens]
+        delivered = {c.token for c in mine if len(c.uploads) >= images_per_request}
+        deferred_at = {c.token: c.at for c in mine if c.route == "callback"}
+        result = {
+            "n": n,
+            "wall": wall,
+            "slowest_deferral": max(deferred_at[sent.token] - sent.at for sent in sents),
+            "rest_per_request": len(mine) / n,
+            "delivered": len(delivered),
+            "refusals": [c.content for c in mine if c.route == "followup" and c.ephemeral][:3],
+        }
+        print("BENCH-ROUND " + json.dumps(result), flush=True)
+    await cdn.stop()
+    await fake.stop()
+
+
+# --- the bot's process ------------------------------------------------------------------------------------------
+
+
+async def _read_tagged(stream: asyncio.StreamReader, tag: str) -> dict:
+    while line := await stream.readline():
+        text = line.decode()
+        if text.startswith(tag + " "):
+            return json.loads(text[len(tag) + 1 :])
+    raise SystemExit(f"the fake Discord's process ended before sending {tag}")
+
+
+async def _run_rounds(workload: str, rounds: list[list[int]], *, root: str, profile: bool) -> tuple[list[dict], str]:
+    """Each round: every member in it sends one request at once. Returns one result per round (and a profile)."""
+    import discord.gateway
+    import discord.http
+    import yarl
+
+    from discordbot.bot import ImageCreditsBot
+    from discordbot.bridge import close_db_connections
+
+    fake = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(HERE),
+        "--fake-discord",
+        root,
+        cwd=root,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    where = await _read_tagged(fake.stdout, "BENCH-FAKE")
     # The same test-side redirect as the test suite: discord.py's two base URLs, nothing else.
-    discord.http.Route.BASE = fake.api_base
-    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = fake.gateway_url
+    discord.http.Route.BASE = where["api_base"]
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(where["gateway_url"])
     bot = ImageCreditsBot()
     bot_task = asyncio.create_task(bot.start("bench-token"))
-    await fake.wait_for_async(lambda: fake.identifies, timeout=30)
-    images_per_request = 4 if workload == "count4" else 1
-
-    def command(i: int) -> tuple[str, dict]:
-        if workload == "edit":
-            return "edit", {
-                "prompt": f"bench edit {i}",
-                "image": Attachment(picture_url, "photo.png", len(picture), width=512, height=512),
-            }
-        if workload == "count4":
-            return "generate", {"prompt": f"bench image {i}", "count": 4}
-        return "generate", {"prompt": f"bench image {i}"}
 
     profiler = None
     results = []
@@ -141,49 +218,25 @@ async def _run_rounds(workload: str, rounds: list[list[int]], *, profile: bool) 
 
                 profiler = Profiler(async_mode="disabled", interval=0.001)
                 profiler.start()
-            n = len(users)
-            seen = len(fake.calls)
-            start = time.perf_counter()
-            sents = []
-            for i, user in enumerate(users):
-                name, options = command(i)
-                sents.append(await fake.send_command(name, user_id=user, options=options))
-            tokens = {sent.token for sent in sents}
-            done: set[str] = set()
-
-            def answered(tokens: set[str] = tokens, done: set[str] = done, n: int = n) -> bool:
-                nonlocal seen
-                calls = fake.calls
-                for call in calls[seen:]:
-                    if call.token in tokens and (
-                        len(call.uploads) >= images_per_request  # the image(s), however the message came about
-                        or (call.route == "followup" and call.ephemeral and not call.content.startswith(ACCEPTED))
-                    ):
-                        done.add(call.token)
-                seen = len(calls)
-                return len(done) >= n
-
-            await fake.wait_for_async(answered, timeout=300)
-            wall = time.perf_counter() - start
+            fake.stdin.write((json.dumps({"op": "round", "workload": workload, "users": users}) + "\n").encode())
+            await fake.stdin.drain()
+            result = await _read_tagged(fake.stdout, "BENCH-ROUND")
             if profiler is not None:
                 profiler.stop()
-            mine = [c for c in fake.calls if c.token in tokens]
-            delivered = {c.token for c in mine if len(c.uploads) >= images_per_request}
-            if len(delivered) != n:
-                refused = [c.content for c in mine if c.route == "followup" and c.ephemeral][:3]
-                raise SystemExit(f"{workload} N={n}: only {len(delivered)} delivered; refusals: {refused}")
-            deferred_at = {c.token: c.at for c in mine if c.route == "callback"}
-            slowest_deferral = max(deferred_at[sent.token] - sent.at for sent in sents)
-            results.append(
-                {"n": n, "wall": wall, "slowest_deferral": slowest_deferral, "rest_per_request": len(mine) / n}
-            )
+            if result["delivered"] != result["n"]:
+                raise SystemExit(
+                    f"{workload} N={result['n']}: only {result['delivered']} delivered; refusals: {result['refusals']}"
+                )
+            results.append(result)
             await asyncio.sleep(0.3)  # let the round's last successes be recorded before the next one
     finally:
         await bot.close()
         await asyncio.wait_for(bot_task, 10)
         await close_db_connections()
-        await cdn.stop()
-        await fake.stop()
+        fake.stdin.write(b'{"op": "stop"}\n')
+        await fake.stdin.drain()
+        fake.stdin.close()
+        await asyncio.wait_for(fake.wait(), 15)
     text = ""
     if profiler is not None:
         text = profiler.output_text(unicode=False, color=False, show_all=False)
@@ -219,7 +272,9 @@ def child(spec: dict) -> dict:
             credits_grant(discord_user_id=user, amount=CREDITS_PER_MEMBER, memo="bench")
         connection.close()
 
-        results, profile = asyncio.run(_run_rounds(spec["workload"], rounds, profile=spec.get("profile", False)))
+        results, profile = asyncio.run(
+            _run_rounds(spec["workload"], rounds, root=spec["root"], profile=spec.get("profile", False))
+        )
 
         delivered = Generation.objects.filter(
             status=Generation.Status.SUCCEEDED, account__discord_user_id__in=members
@@ -420,7 +475,12 @@ def main() -> None:
     parser.add_argument("--compare", default="", help="another checkout's root, run beside this one")
     parser.add_argument("--profile", action="store_true", help="pyinstrument summary of this checkout's last run")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--fake-discord", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.fake_discord:
+        sys.path.insert(0, args.fake_discord)
+        asyncio.run(_fake_discord_main())
+        return
     if args.child:
         print("BENCH-CHILD " + json.dumps(child(json.loads(args.child))), flush=True)
         return
