@@ -457,7 +457,8 @@ def measure(*, quick: bool) -> list:
                 ),
                 settings=(
                     f"placeholder backend, cap 50, one request per member, {runs[0].data['engine']} (temporary file), "
-                    f"{runs[0].data['db_threads']} database threads, {reps} reps, load average {load_before:.1f}"
+                    f"{runs[0].data['db_threads']} database threads, {reps} reps, load average {load_before:.1f}; "
+                    f"all {sum(r.data['delivered'] for r in runs)} requests delivered, auditcredits clean"
                 ),
             )
         )
