@@ -6,6 +6,10 @@
     -> backend, with no transaction open -> delivering -> post the PNG -> succeeded (charged)
                             any failure on the way -> refund, and say why privately
 
+A request that finds a free slot (nobody waiting) takes it before reserving and is reserved already started, so
+nothing stands between its deferral and the image service; a request without pictures reads the member's
+/settings in its reservation's own database call. Both keep the order above, with fewer database round trips.
+
 The rules (what a generation costs, when it may be refunded) live in `discordbot.services`; this module orders
 the steps and talks to Discord. Delivered means charged: a generation is marked delivering before the upload, and
 one whose upload ended without a clear answer is settled by asking Discord whether the message carries the image,
