@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -105,7 +106,7 @@ async def _fake_discord_main() -> None:
     """Serve the fake Discord and CDN; on each `round` line from stdin, push the round's commands and print its
     figures. Its own process (as Discord is, for a real bot): its CPU, parsing the bot's uploads, is not the bot's."""
     from tests.discordbot.fake_cdn import FakeCDN
-    from tests.discordbot.fake_discord import Attachment, FakeDiscord
+    from tests.discordbot.fake_discord import FakeDiscord
 
     fake = FakeDiscord()
     await fake.start()
@@ -120,57 +121,69 @@ async def _fake_discord_main() -> None:
         order = json.loads(line)
         if order["op"] != "round":
             break
-        workload, users = order["workload"], order["users"]
-        images_per_request = 4 if workload == "count4" else 1
-
-        def command(i: int, workload: str = workload) -> tuple[str, dict]:
-            if workload == "edit":
-                return "edit", {
-                    "prompt": f"bench edit {i}",
-                    "image": Attachment(picture_url, "photo.png", len(picture), width=512, height=512),
-                }
-            if workload == "count4":
-                return "generate", {"prompt": f"bench image {i}", "count": 4}
-            return "generate", {"prompt": f"bench image {i}"}
-
-        n = len(users)
-        seen = len(fake.calls)
-        start = time.perf_counter()
-        sents = []
-        for i, user in enumerate(users):
-            name, options = command(i)
-            sents.append(await fake.send_command(name, user_id=user, options=options))
-        tokens = {sent.token for sent in sents}
-        done: set[str] = set()
-
-        def answered(tokens: set[str] = tokens, done: set[str] = done, n: int = n, per: int = images_per_request):
-            nonlocal seen
-            calls = fake.calls
-            for call in calls[seen:]:
-                if call.token in tokens and (
-                    len(call.uploads) >= per  # the image(s), however the message came about
-                    or (call.route == "followup" and call.ephemeral and not call.content.startswith(ACCEPTED))
-                ):
-                    done.add(call.token)
-            seen = len(calls)
-            return len(done) >= n
-
-        await fake.wait_for_async(answered, timeout=300)
-        wall = time.perf_counter() - start
-        mine = [c for c in fake.calls if c.token in tokens]
-        delivered = {c.token for c in mine if len(c.uploads) >= images_per_request}
-        deferred_at = {c.token: c.at for c in mine if c.route == "callback"}
-        result = {
-            "n": n,
-            "wall": wall,
-            "slowest_deferral": max(deferred_at[sent.token] - sent.at for sent in sents),
-            "rest_per_request": len(mine) / n,
-            "delivered": len(delivered),
-            "refusals": [c.content for c in mine if c.route == "followup" and c.ephemeral][:3],
-        }
+        try:
+            result = await _fake_round(fake, order["workload"], order["users"], picture, picture_url)
+        except Exception as exc:  # reported to the bot's process, which stops the run with it
+            result = {"error": f"{exc.__class__.__name__}: {exc}"}
         print("BENCH-ROUND " + json.dumps(result), flush=True)
     await cdn.stop()
     await fake.stop()
+
+
+async def _fake_round(fake, workload: str, users: list[int], picture: bytes, picture_url: str) -> dict:
+    """Push one round's commands at once and wait for every answer; the round's figures."""
+    from tests.discordbot.fake_discord import Attachment
+
+    images_per_request = 4 if workload == "count4" else 1
+
+    def command(i: int, workload: str = workload) -> tuple[str, dict]:
+        if workload == "edit":
+            return "edit", {
+                "prompt": f"bench edit {i}",
+                "image": Attachment(picture_url, "photo.png", len(picture), width=512, height=512),
+            }
+        if workload == "count4":
+            return "generate", {"prompt": f"bench image {i}", "count": 4}
+        return "generate", {"prompt": f"bench image {i}"}
+
+    n = len(users)
+    # A loaded machine can make the bot's gateway reconnect between rounds: wait for it, never crash.
+    await fake.wait_for_async(lambda: fake.connected, timeout=120)
+    seen = len(fake.calls)
+    start = time.perf_counter()
+    sents = []
+    for i, user in enumerate(users):
+        name, options = command(i)
+        sents.append(await fake.send_command(name, user_id=user, options=options))
+    tokens = {sent.token for sent in sents}
+    done: set[str] = set()
+
+    def answered(tokens: set[str] = tokens, done: set[str] = done, n: int = n, per: int = images_per_request):
+        nonlocal seen
+        calls = fake.calls
+        for call in calls[seen:]:
+            if call.token in tokens and (
+                len(call.uploads) >= per  # the image(s), however the message came about
+                or (call.route == "followup" and call.ephemeral and not call.content.startswith(ACCEPTED))
+            ):
+                done.add(call.token)
+        seen = len(calls)
+        return len(done) >= n
+
+    await fake.wait_for_async(answered, timeout=300)
+    wall = time.perf_counter() - start
+    mine = [c for c in fake.calls if c.token in tokens]
+    delivered = {c.token for c in mine if len(c.uploads) >= images_per_request}
+    deferred_at = {c.token: c.at for c in mine if c.route == "callback"}
+    result = {
+        "n": n,
+        "wall": wall,
+        "slowest_deferral": max(deferred_at[sent.token] - sent.at for sent in sents),
+        "rest_per_request": len(mine) / n,
+        "delivered": len(delivered),
+        "refusals": [c.content for c in mine if c.route == "followup" and c.ephemeral][:3],
+    }
+    return result
 
 
 # --- the bot's process ------------------------------------------------------------------------------------------
@@ -223,6 +236,8 @@ async def _run_rounds(workload: str, rounds: list[list[int]], *, root: str, prof
             result = await _read_tagged(fake.stdout, "BENCH-ROUND")
             if profiler is not None:
                 profiler.stop()
+            if "error" in result:
+                raise SystemExit(f"{workload}: the fake Discord's round failed: {result['error']}")
             if result["delivered"] != result["n"]:
                 raise SystemExit(
                     f"{workload} N={result['n']}: only {result['delivered']} delivered; refusals: {result['refusals']}"
@@ -250,11 +265,20 @@ def child(spec: dict) -> dict:
     sys.path.insert(0, spec["root"])
 
     with tempfile.TemporaryDirectory(prefix="bot-bench-") as tmp:
+        database = Path(tmp) / "bench.sqlite3"
+        template = Path(spec["template"]) if spec.get("template") else None
+        if not spec["database_url"] and template and template.exists():
+            shutil.copyfile(template, database)  # migrated once per checkout: start-up in seconds, not a minute
         _setup_django(
-            database_url=spec["database_url"] or f"sqlite:///{Path(tmp) / 'bench.sqlite3'}",
+            database_url=spec["database_url"] or f"sqlite:///{database}",
             latency=spec["latency"],
             cap=spec["cap"],
         )
+        if not spec["database_url"] and template and not template.exists():
+            from django.db import connection as fresh
+
+            fresh.close()
+            shutil.copyfile(database, template)
         from django.conf import settings
         from django.db import connection
 
@@ -338,6 +362,7 @@ def run_all(
 ) -> list[Run]:
     """Every (workload, latency), each rep, each checkout in turn (interleaved, so load drifts hit both alike)."""
     runs = []
+    templates = tempfile.TemporaryDirectory(prefix="bot-bench-templates-")
     for workload in workloads:
         for latency in latencies:
             for rep in range(reps):
@@ -350,12 +375,14 @@ def run_all(
                         "cap": cap,
                         "database_url": database_url,
                         "profile": profile and label == checkouts[-1][0] and rep == reps - 1,
+                        "template": str(Path(templates.name) / f"{label}.sqlite3"),
                     }
                     data = run_child(spec)
                     runs.append(Run(label, workload, latency, rep, data))
                     if progress:
                         figures = ", ".join(f"N={r['n']} wall/L {r['wall'] / latency:.3f}" for r in data["results"])
                         print(f"  [{workload} L={latency:g} rep {rep + 1} {label}] {figures}", flush=True)
+    templates.cleanup()
     return runs
 
 
