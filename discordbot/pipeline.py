@@ -351,7 +351,13 @@ class GenerationPipeline:
                 if request.attachments or request.markup is not None:
                     # Reading pictures from Discord's CDN may take longer than Discord's 3 seconds: acknowledge
                     # first, with the visibility the result will have, then read, check and reserve.
-                    early = await self._acknowledge(interaction, private=request.private)
+                    try:
+                        early = await self._acknowledge(interaction, private=request.private)
+                    except discord.HTTPException as exc:
+                        # Too late (an overloaded process): the interaction is gone and nothing was charged yet.
+                        # One line, not a traceback: under overload a traceback per request only adds to it.
+                        log.warning("Could not acknowledge a request of user %s in time: %s", member, exc)
+                        return
                 try:
                     if request.attachments:
                         images = tuple(await attachments_read(attachments=request.attachments))
