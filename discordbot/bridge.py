@@ -19,23 +19,20 @@ from django.db import close_old_connections, connections
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# Each worker thread keeps its own database connection; every service call is one short transaction. On SQLite
-# only one transaction writes at a time, and a thread that finds the write lock taken polls for it with growing
-# sleeps (SQLite's busy handler: 1, 2, 5, 10 ... 100 ms), so eight threads queued up behind one lock waste most
-# of their time asleep (measured: a reservation's mean went from ~80 ms to ~360 ms under 50 concurrent /generate
-# with 8 threads instead of 2; bench/bot_concurrency.py). Two threads there: one writes, one reads or waits beside
-# it. PostgreSQL locks rows, not the database, so more calls overlap. BOT_DB_THREADS overrides either.
-SQLITE_DB_THREADS = 2
-SERVER_DB_THREADS = 8
+# Each worker thread keeps its own database connection; every service call is one short transaction. On SQLite one
+# transaction writes at a time and a thread that finds the write lock taken polls for it with growing sleeps
+# (SQLite's busy handler), so fewer threads wait less per call (a reservation's mean went from ~360 ms to ~80 ms
+# under 50 concurrent /generate with 2 threads instead of 8). But with 2, a reservation (which gates the first
+# response and its 3 s) queues behind other requests' calls: in one run on the loaded 2-core machine, 2 threads missed
+# Discord's 3 s for 13 of 150 requests where 8 missed none, with no clear gain in wall time
+# (bench/bot_concurrency.py). So 8 stays the default; BOT_DB_THREADS sets another number.
+DEFAULT_DB_THREADS = 8
 _executor: ThreadPoolExecutor | None = None
 
 
 def db_threads() -> int:
-    """How many database threads the bot uses (BOT_DB_THREADS, else by the database engine)."""
-    if settings.BOT_DB_THREADS > 0:
-        return settings.BOT_DB_THREADS
-    sqlite = connections["default"].vendor == "sqlite"
-    return SQLITE_DB_THREADS if sqlite else SERVER_DB_THREADS
+    """How many database threads the bot uses (BOT_DB_THREADS, else 8)."""
+    return settings.BOT_DB_THREADS if settings.BOT_DB_THREADS > 0 else DEFAULT_DB_THREADS
 
 
 def _pool() -> ThreadPoolExecutor:
