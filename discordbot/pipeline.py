@@ -6,6 +6,10 @@
     -> backend, with no transaction open -> delivering -> post the PNG -> succeeded (charged)
                             any failure on the way -> refund, and say why privately
 
+A request that finds a free slot (nobody waiting) takes it before reserving and is reserved already started, so
+nothing stands between its deferral and the image service; a request without pictures reads the member's
+/settings in its reservation's own database call. Both keep the order above, with fewer database round trips.
+
 The rules (what a generation costs, when it may be refunded) live in `discordbot.services`; this module orders
 the steps and talks to Discord. Delivered means charged: a generation is marked delivering before the upload, and
 one whose upload ended without a clear answer is settled by asking Discord whether the message carries the image,
@@ -33,7 +37,7 @@ from discordbot.bridge import run_service
 from discordbot.errors import BotError, GenerationError
 from discordbot.guilds import server_rules_refuse
 from discordbot.images import ImageBackend, ImageBatch, ImageJob, InputImage, Preview, safety_identifier
-from discordbot.queue import GenerationQueue, QueueTimeout
+from discordbot.queue import GenerationQueue, QueueTimeout, Ticket
 from discordbot.replies import PUBLIC_MESSAGE, UNEXPECTED, PublicMessage, plural, send_private
 from discordbot.services import (
     RequestDefaults,
@@ -93,6 +97,17 @@ class Request:
     private: bool | None = None  # None: the member's /settings default, else public
     attachments: tuple[Any, ...] = ()  # discord.Attachment (or alike) to read before anything is charged
     markup: Any = None
+
+
+def with_defaults(request: Request, defaults: RequestDefaults) -> Request:
+    """The request with the member's /settings (else the bot's defaults) where it left an option out."""
+    return replace(
+        request,
+        size=request.size or defaults.size,
+        quality=request.quality or defaults.quality,
+        count=request.count if request.count is not None else (defaults.count or 1),
+        private=request.private if request.private is not None else bool(defaults.private),
+    )
 
 
 def variation_cost(size: str, quality: str) -> int | None:
@@ -196,21 +211,43 @@ class GenerationPipeline:
     async def request(self, interaction: discord.Interaction, request: Request) -> None:
         """Every operation (generate, edit, variation) goes through here: read the pictures, check the job against
         the model and price it, all before anything is charged; then the one reserve-queue-make-deliver path.
-        Options the member left out take their /settings defaults."""
+        Options the member left out take their /settings defaults: read in the reservation's own database call
+        for a request without pictures (one round trip before the first response, not two), else first."""
         if None in (request.size, request.quality, request.count, request.private):
+            if not request.attachments and request.markup is None:
+                await self._run(interaction, self._reserve_with_defaults, request=request)
+                return
             try:
                 defaults = await run_service(member_settings_get, discord_user_id=interaction.user.id)
             except DatabaseError:
                 log.warning("Could not read the settings of user %s; using the bot's defaults", interaction.user.id)
                 defaults = RequestDefaults()
-            request = replace(
-                request,
-                size=request.size or defaults.size,
-                quality=request.quality or defaults.quality,
-                count=request.count if request.count is not None else (defaults.count or 1),
-                private=request.private if request.private is not None else bool(defaults.private),
-            )
+            request = with_defaults(request, defaults)
         await self._run(interaction, generation_reserve, request=request)
+
+    def _reserve_with_defaults(self, *, request: Request, discord_user_id: int, **options: Any) -> Reservation:
+        """On a database thread: the member's /settings fill in what a request without pictures left out, the job
+        is checked against the model, then reserved (as `request` does in three steps for one with pictures)."""
+        try:
+            defaults = member_settings_get(discord_user_id=discord_user_id)
+        except DatabaseError:
+            log.warning("Could not read the settings of user %s; using the bot's defaults", discord_user_id)
+            defaults = RequestDefaults()
+        request = with_defaults(request, defaults)
+        try:
+            self._check(discord_user_id, request, (), None)
+        except GenerationError as exc:
+            raise GenerationError(f"{exc.message} Nothing was charged.", reason=exc.reason) from None
+        return generation_reserve(
+            discord_user_id=discord_user_id,
+            prompt=request.prompt,
+            size=request.size,
+            quality=request.quality,
+            operation=request.operation,
+            count=request.count,
+            private=request.private,
+            **options,
+        )
 
     async def vary(self, interaction: discord.Interaction, *, source_id: int) -> None:
         """The Vary button: an edit of the result with its own prompt and options. The picture is read from the
@@ -311,17 +348,25 @@ class GenerationPipeline:
             early: PublicMessage | None = None
             images: tuple[InputImage, ...] = ()
             markup: InputImage | None = None
-            if request is not None:
+            if request is not None and reserve == self._reserve_with_defaults:
+                options.update(request=request)  # defaults, check and reservation in one database call
+            elif request is not None:
                 if request.attachments or request.markup is not None:
                     # Reading pictures from Discord's CDN may take longer than Discord's 3 seconds: acknowledge
                     # first, with the visibility the result will have, then read, check and reserve.
-                    early = await self._acknowledge(interaction, private=request.private)
+                    try:
+                        early = await self._acknowledge(interaction, private=request.private)
+                    except discord.HTTPException as exc:
+                        # Too late (an overloaded process): the interaction is gone and nothing was charged yet.
+                        # One line, not a traceback: under overload a traceback per request only adds to it.
+                        log.warning("Could not acknowledge a request of user %s in time: %s", member, exc)
+                        return
                 try:
                     if request.attachments:
                         images = tuple(await attachments_read(attachments=request.attachments))
                     if request.markup is not None:
                         [markup] = await attachments_read(attachments=[request.markup])
-                    self._check(interaction, request, images, markup)
+                    self._check(interaction.user.id, request, images, markup)
                 except GenerationError as exc:  # a picture or option the model cannot take: nothing charged
                     await send_private(interaction, f"{exc.message} Nothing was charged.")
                     return
@@ -334,15 +379,24 @@ class GenerationPipeline:
                     input_images=len(images),
                     private=request.private,
                 )
-            accepted = await self._reserve(interaction, reserve, early=early, **options)
-            if accepted is None:
-                return
-            reservation, public = accepted
-            self._in_flight.add(reservation.generation_id)
+            # A slot free now (nobody waiting) is taken before reserving, so the generation is created running: one
+            # database round trip less between the request and the image service. Refused: the slot is given back.
+            held = self.queue.try_enter(member)
             try:
-                await self._settle(interaction, reservation, public, stop_waiting, images=images, markup=markup)
+                accepted = await self._reserve(interaction, reserve, early=early, start=held is not None, **options)
+                if accepted is None:
+                    return
+                reservation, public = accepted
+                self._in_flight.add(reservation.generation_id)
+                try:
+                    await self._settle(
+                        interaction, reservation, public, stop_waiting, images=images, markup=markup, ticket=held
+                    )
+                finally:
+                    self._in_flight.discard(reservation.generation_id)
             finally:
-                self._in_flight.discard(reservation.generation_id)
+                if held is not None:
+                    self.queue.leave(held)
         finally:
             stop_waiting()
             self._tasks.pop(task, None)
@@ -356,10 +410,9 @@ class GenerationPipeline:
             interaction.extras[PUBLIC_MESSAGE] = early
         return early
 
-    def _check(
-        self, interaction: discord.Interaction, request: Request, images: tuple[InputImage, ...], markup: Any
-    ) -> None:
-        """Price the request and check the job against the model (no network): raises GenerationError."""
+    def _check(self, user_id: int, request: Request, images: tuple[InputImage, ...], markup: Any) -> None:
+        """Price the request and check the job against the model (no network, no database): raises
+        GenerationError."""
         size, quality, _ = generation_price(
             size=request.size,
             quality=request.quality,
@@ -373,7 +426,7 @@ class GenerationPipeline:
                 prompt=request.prompt,
                 size=size,
                 quality=quality,
-                user_hash=safety_identifier(interaction.user.id),
+                user_hash=safety_identifier(user_id),
                 count=request.count,
                 images=images,
                 markup=markup,
@@ -460,10 +513,13 @@ class GenerationPipeline:
         *,
         images: tuple[InputImage, ...] = (),
         markup: InputImage | None = None,
+        ticket: Ticket | None = None,
     ) -> None:
         generation_id = reservation.generation_id
         try:
-            batch = await self._make(interaction, reservation, public, stop_waiting, images=images, markup=markup)
+            batch = await self._make(
+                interaction, reservation, public, stop_waiting, images=images, markup=markup, ticket=ticket
+            )
         except asyncio.CancelledError:
             await self._refund(interaction, reservation, "interrupted", STOPPED_BEFORE_FINISHED)
             raise
@@ -498,8 +554,10 @@ class GenerationPipeline:
         *,
         images: tuple[InputImage, ...] = (),
         markup: InputImage | None = None,
+        ticket: Ticket | None = None,
     ) -> ImageBatch:
-        """Wait for a slot and make the images. Raises when none could be made."""
+        """Wait for a slot (`ticket`: held since before the reservation, which started the generation) and make
+        the images. Raises when none could be made."""
         waited = False
         set_aside = f"Your {plural(reservation.cost)} {'is' if reservation.cost == 1 else 'are'} set aside for it."
 
@@ -524,10 +582,11 @@ class GenerationPipeline:
                 on_wait=show_position,
                 min_report_interval=POSITION_REPORT_INTERVAL,
                 show_places=POSITIONS_SHOWN,
+                ticket=ticket,
             ):
                 stop_waiting()
                 self._tasks[asyncio.current_task()] = "running"
-                if not await run_service(generation_start, generation_id=reservation.generation_id):
+                if ticket is None and not await run_service(generation_start, generation_id=reservation.generation_id):
                     raise GenerationError("This request expired before it could start.", reason="expired")
                 if waited:
                     try:

@@ -54,6 +54,17 @@ class GenerationQueue:
         self._schedule()
         return ticket
 
+    def try_enter(self, member_id: int) -> Ticket | None:
+        """A started ticket if a slot is free now and nobody is waiting (so nobody is overtaken); else None, and
+        the member is not in line. The caller gives the slot back with `leave` (or hands it to `slot`)."""
+        if self._waiting:
+            return None
+        ticket = self.enter(member_id)
+        if ticket.started:
+            return ticket
+        self.leave(ticket)
+        return None
+
     def leave(self, ticket: Ticket) -> None:
         """Give the slot back (or the place in line, for a ticket that never started). Safe to call twice."""
         if ticket.started:
@@ -90,8 +101,9 @@ class GenerationQueue:
         on_wait: Callable[[int], Awaitable[None]] | None = None,
         min_report_interval: float = 1.0,
         show_places: int | None = None,
+        ticket: Ticket | None = None,
     ) -> AsyncIterator[Ticket]:
-        """Wait for a slot and hold it for the block.
+        """Wait for a slot and hold it for the block (`ticket`: one from `try_enter`, already started).
 
         While waiting, `on_wait(position)` is awaited when the position changes, at most once per
         `min_report_interval` seconds (the latest position is reported once the interval has passed). With
@@ -99,7 +111,7 @@ class GenerationQueue:
         Discord edit, and a long line must not turn into a storm of them.
         Raises QueueTimeout after `timeout` seconds in line.
         """
-        ticket = self.enter(member_id)
+        ticket = ticket or self.enter(member_id)
         try:
             deadline = None if timeout is None else time.monotonic() + timeout
             reported, reported_at = 0, -math.inf

@@ -28,7 +28,7 @@ from functools import partial
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from discordbot.errors import GenerationError, RedeemRateLimited
@@ -174,9 +174,12 @@ def generation_reserve(
     count: int = 1,
     input_images: int = 0,
     private: bool = False,
+    start: bool = False,
 ) -> Reservation:
     """Accept a request: create its Generation and take its whole cost (every image asked for), in one short
     transaction. Images that do not come are refunded when the delivery is recorded (`generation_succeed`).
+    `start`: the caller already holds a slot to make it, so it is created running (`generation_start` folded in:
+    one database round trip less before the image service is called).
 
     Refuses at once (InsufficientCredits, nothing written) when the balance is short, so a member is never
     queued for an image they cannot pay for, and (GenerationError "spend_budget", nothing written) once today's
@@ -210,6 +213,7 @@ def generation_reserve(
                 interaction_id=interaction_id,
                 guild_id=guild_id,
                 channel_id=channel_id,
+                **({"status": Generation.Status.RUNNING, "started_at": timezone.now()} if start else {}),
             )
             charge = credits_reserve if rules is None else partial(guild_request_charge, rules=rules, count=count)
             entry = charge(
@@ -259,9 +263,10 @@ def generation_reserve_again(
     interaction_id: int | None = None,
     guild_id: int | None = None,
     channel_id: int | None = None,
+    start: bool = False,
 ) -> Reservation:
     """The Regenerate button (and the Edit button's modal, with a new `prompt`): a new, separately charged
-    generation with the same options, and the same prompt unless one is given."""
+    generation with the same options, and the same prompt unless one is given. `start` as for generation_reserve."""
     source = Generation.objects.filter(pk=source_id).select_related("account").first()
     if source is None:
         raise GenerationError("That image can no longer be regenerated.", reason="not_found")
@@ -285,6 +290,7 @@ def generation_reserve_again(
         interaction_id=interaction_id,
         guild_id=guild_id,
         channel_id=channel_id,
+        start=start,
     )
 
 
@@ -398,13 +404,15 @@ def generation_deliver_begin(
     """
     now = timezone.now()
     # One conditional UPDATE: the lease check and the transition commit together, with no read-then-write.
+    # `owner IN (the owner, if it holds the lease)` is the same condition as `owner = ... AND EXISTS (...)`, and
+    # cheaper for the ORM to build (this runs once per image, on the bot's hot path).
     holds_lease = BotProcess.objects.filter(
         identity=owner, active=True, expires_at__gt=now + timedelta(seconds=lease_margin)
-    )
+    ).values("identity")
     return bool(
-        Generation.objects.filter(pk=generation_id, owner=owner, status=Generation.Status.RUNNING)
-        .filter(Exists(holds_lease), count__gte=delivered_count)
-        .update(status=Generation.Status.DELIVERING, message_id=message_id, delivered_count=delivered_count)
+        Generation.objects.filter(
+            pk=generation_id, status=Generation.Status.RUNNING, owner__in=holds_lease, count__gte=delivered_count
+        ).update(status=Generation.Status.DELIVERING, message_id=message_id, delivered_count=delivered_count)
     )
 
 

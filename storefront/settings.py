@@ -322,6 +322,8 @@ BOT_SHUTDOWN_GRACE_SECONDS = env.float("BOT_SHUTDOWN_GRACE_SECONDS", default=20)
 BOT_HEALTH_FILE = env.str("BOT_HEALTH_FILE", default=os.path.join(tempfile.gettempdir(), "imagecredits-bot.health"))
 # Seconds an image upload to Discord may take; a process uploads only while its lease outlasts this.
 DISCORD_UPLOAD_TIMEOUT_SECONDS = env.float("DISCORD_UPLOAD_TIMEOUT_SECONDS", default=30)
+# Threads the bot reaches the database on (discordbot/bridge.py; 0: the default, 8).
+BOT_DB_THREADS = env.int("BOT_DB_THREADS", default=0)
 # Accepted requests a member may have waiting in line (not yet started); more are refused, uncharged.
 MAX_WAITING_PER_MEMBER = env.int("MAX_WAITING_PER_MEMBER", default=3)
 

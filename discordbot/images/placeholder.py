@@ -5,9 +5,9 @@ visibly derives from its inputs: the pictures blended together, tinted with the 
 over the first, and the prompt written on top. Previews are coarse pixelated versions of the final image, sent
 before it, the way a streaming service sharpens its partial images. Several images differ by their index.
 
-Rendering is CPU work, so it runs in a thread; images are drawn at a quarter of the requested size, which keeps
-them cheap while keeping the aspect ratio. It reports no tokens: its spend is what IMAGE_SPEND_PRICES says for the
-model "placeholder" (normally unpriced).
+Rendering is CPU work, so it runs in a thread, during PLACEHOLDER_DELAY_SECONDS (the service's answer time);
+images are drawn at a quarter of the requested size, which keeps them cheap while keeping the aspect ratio. It
+reports no tokens: its spend is what IMAGE_SPEND_PRICES says for the model "placeholder" (normally unpriced).
 """
 
 import asyncio
@@ -101,18 +101,25 @@ class PlaceholderBackend:
 
     async def render(self, job: ImageJob, *, on_preview: PreviewCallback | None = None) -> ImageBatch:
         self.check(job)
-        rendered = [await asyncio.to_thread(_render, job, index) for index in range(job.count)]
         steps = job.partial_images if on_preview is not None else 0
+        # The delay stands for an image service's whole answer time, its drawing included: the drawing happens
+        # during the first part of the wait, as a service's rendering happens while the bot waits for it.
+        first_wait = asyncio.ensure_future(asyncio.sleep(self.delay / (steps + 1) if self.delay else 0))
+        try:
+            rendered = [await asyncio.to_thread(_render, job, index) for index in range(job.count)]
+            await first_wait
+        finally:
+            first_wait.cancel()
         # The delay is spread over the previews, so a demo shows them arriving one after another.
         for step in range(steps):
-            if self.delay:
+            if self.delay and step:
                 await asyncio.sleep(self.delay / (steps + 1))
             for index, (_, previews) in enumerate(rendered):
                 try:
                     await on_preview(Preview(image_index=index, partial_index=step, png=previews[step]))
                 except Exception:
                     log.warning("Preview %s/%s could not be shown", index, step, exc_info=True)
-        if self.delay:
+        if self.delay and steps:
             await asyncio.sleep(self.delay / (steps + 1))
         usage = ImageUsage()
         return ImageBatch(

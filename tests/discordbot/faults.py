@@ -61,8 +61,10 @@ def database_faults(monkeypatch) -> Iterator[DatabaseFaults]:
 
 
 def updates_generation_to(status: str) -> Callable[[str, object], bool]:
-    """Matches the UPDATE that moves a generation to `status`."""
-    return lambda sql, params: sql.startswith('UPDATE "discordbot_generation"') and status in (params or ())
+    """Matches the UPDATE that moves a generation to `status` (sets it; not one that only tests for it)."""
+    return lambda sql, params: (
+        sql.startswith('UPDATE "discordbot_generation" SET "status" = %s') and bool(params) and params[0] == status
+    )
 
 
 def reads_account_of(discord_user_id: int) -> Callable[[str, object], bool]:

@@ -169,16 +169,31 @@ def test_refusal_after_a_public_deferral_stays_private(bot, member, fund, assert
     assert_audit_clean()
 
 
-def test_unexpected_error_after_a_public_deferral_stays_private(bot, member, fund, monkeypatch, assert_audit_clean):
-    user = member()
+def test_unexpected_error_after_a_public_deferral_stays_private(
+    harness, member, fund, monkeypatch, settings, assert_audit_clean
+):
+    # A request that finds a free slot is reserved running (no database step between its deferral and the image
+    # service), so the error comes where one still is: a request that waited in line, publicly, and then fails
+    # to start.
+    settings.MAX_CONCURRENT_GENERATIONS = 1
+    harness.openai.delay = 1.0
+    bot = harness
+    bot.start_bot()
+    first, user = member(), member()
+    fund(first, 1)
     fund(user, 1)
     with database_faults(monkeypatch) as faults:
         faults.add(updates_generation_to("running"), times=1)
+        ahead = bot.command("generate", user=first, prompt="the image ahead")
+        bot.wait_for(lambda: bot.openai.requests)
         sent = bot.command("generate", user=user, prompt="an unlucky image")
         private_only(bot, sent, "Something went wrong on our side")
-    assert Generation.objects.get().status == Generation.Status.REFUNDED
+        assert bot.answer(ahead, 30).uploads
+    mine = Generation.objects.get(account__discord_user_id=user)
+    assert mine.status == Generation.Status.REFUNDED and mine.started_at is None
     assert account_balance(discord_user_id=user) == 1
-    assert not bot.openai.requests
+    assert len(bot.openai.requests) == 1  # only the image ahead was made
+    bot.wait_for(lambda: Generation.objects.filter(status=Generation.Status.SUCCEEDED).exists())
     assert_audit_clean()
 
 

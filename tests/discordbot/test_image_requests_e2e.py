@@ -457,3 +457,19 @@ def test_edit_button_opens_a_prefilled_prompt_form_and_reruns_with_the_new_promp
     assert account_balance(discord_user_id=user) == 5 - 2 - 2
     assert account_balance(discord_user_id=other) == 5
     assert_audit_clean()
+
+
+def test_an_edit_acknowledged_too_late_is_dropped_quietly_and_costs_nothing(bot, member, fund, cdn, caplog):
+    # An overloaded process answers after Discord's 3 s: the interaction is gone (10062). Nothing was reserved
+    # yet, so nothing is charged, nothing is downloaded, and the log has one line, not a traceback.
+    user = member()
+    fund(user, 5)
+    bot.discord.fail(lambda call: call.route == "callback", status=404, code=10062, message="Unknown interaction")
+    sent = bot.command("edit", user=user, prompt="too late", image=attach(cdn, "late.png", picture_bytes()))
+
+    bot.wait_for(lambda: [c for c in bot.calls(sent) if c.route == "callback" and c.status == 404])
+    bot.wait_for(lambda: any("in time" in r.getMessage() for r in caplog.records))
+    assert not Generation.objects.exists() and account_balance(discord_user_id=user) == 5
+    assert [c.route for c in bot.calls(sent)] == ["callback"]  # no error message sent to a dead interaction
+    assert not cdn.requests
+    assert not [r for r in caplog.records if r.exc_info]
