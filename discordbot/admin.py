@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from discordbot.models import BotProcess, Generation
+from discordbot.models import BotProcess, EntitlementPurchase, Generation
 from vouchers.admin_base import ReadOnlyAdmin, member_label, moment
 
 
@@ -108,3 +108,49 @@ class BotProcessAdmin(ReadOnlyAdmin):
 
     list_display = ["identity", "active", "host", "pid", "started_at", "heartbeat_at", "expires_at", "stopped_at"]
     list_filter = ["active"]
+
+
+@admin.register(EntitlementPurchase)
+class EntitlementPurchaseAdmin(ReadOnlyAdmin):
+    """Credit packs bought in Discord's own store (Premium Apps): what each entitlement credited, whether Discord
+    consumed it, and its refund. Read-only: the bot records them; a refund is Discord's (see the README)."""
+
+    list_display = [
+        "entitlement_id",
+        moment("created_at", "credited"),
+        "discord_user_id",
+        "pack",
+        "credits",
+        "kind",
+        "state",
+    ]
+    list_filter = ["pack", "entitlement_type", ("consumed_at", admin.EmptyFieldListFilter), "deleted_at"]
+    search_fields = ["=entitlement_id", "=discord_user_id", "=sku_id"]
+    list_select_related = ["pack"]
+    date_hierarchy = "created_at"
+    fields = [
+        "entitlement_id",
+        "sku_id",
+        "discord_user_id",
+        "kind",
+        "pack",
+        "credits",
+        "voucher",
+        "created_at",
+        "consumed_at",
+        "deleted_at",
+        "clawback_cause",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="type", ordering="entitlement_type")
+    def kind(self, obj: EntitlementPurchase) -> str:
+        return EntitlementPurchase.TYPE_NAMES.get(obj.entitlement_type, f"type {obj.entitlement_type}")
+
+    @admin.display(description="state")
+    def state(self, obj: EntitlementPurchase) -> str:
+        if obj.voucher_id is None:
+            return "refunded before it was credited"
+        if obj.deleted_at is not None:
+            return "refunded: clawed back"
+        return "credited, consumed" if obj.consumed_at else "credited, not yet consumed"
