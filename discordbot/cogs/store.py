@@ -10,6 +10,7 @@ import logging
 
 import discord
 from discord.ext import commands
+from django.conf import settings
 
 from discordbot.bridge import run_service
 from discordbot.entitlements import (
@@ -22,9 +23,6 @@ from discordbot.entitlements import (
 )
 
 log = logging.getLogger(__name__)
-
-# How often credited-but-unconsumed entitlements are offered to Discord again (a consume that failed).
-CONSUME_RETRY_SECONDS = 60.0
 
 
 def _owner(entitlement: discord.Entitlement) -> dict:
@@ -151,7 +149,8 @@ class Store(commands.Cog):
     async def _retry_consumes(self) -> None:
         await self.bot.wait_until_ready()
         while not self.bot.is_closed():
-            await asyncio.sleep(CONSUME_RETRY_SECONDS)
+            # Credited but not consumed: a consume call that failed (DISCORD_CONSUME_RETRY_SECONDS apart).
+            await asyncio.sleep(settings.DISCORD_CONSUME_RETRY_SECONDS)
             try:
                 pending = await run_service(entitlements_to_consume)
                 for entitlement_id in pending:
