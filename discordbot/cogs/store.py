@@ -9,7 +9,7 @@ import asyncio
 import logging
 
 import discord
-from discord.ext import commands
+from discord.ext import commands, tasks
 from django.conf import settings
 
 from discordbot.bridge import run_service
@@ -39,14 +39,13 @@ class Store(commands.Cog):
         self.bot = bot
         self._settling: set[int] = set()  # entitlement ids being settled by this process right now
         self._reconciling = asyncio.Lock()
-        self._retry_task: asyncio.Task | None = None
 
     async def cog_load(self) -> None:
-        self._retry_task = asyncio.create_task(self._retry_consumes(), name="entitlement-consumes")
+        self.retry_consumes.change_interval(seconds=settings.DISCORD_CONSUME_RETRY_SECONDS)
+        self.retry_consumes.start()
 
     async def cog_unload(self) -> None:
-        if self._retry_task is not None:
-            self._retry_task.cancel()
+        self.retry_consumes.cancel()
 
     # --- gateway events -----------------------------------------------------------------------------------------
 
@@ -146,18 +145,23 @@ class Store(commands.Cog):
                 log.info("Reconciled %d Discord entitlement(s)", seen)
             return seen
 
-    async def _retry_consumes(self) -> None:
-        await self.bot.wait_until_ready()
-        while not self.bot.is_closed():
-            # Credited but not consumed: a consume call that failed (DISCORD_CONSUME_RETRY_SECONDS apart).
-            await asyncio.sleep(settings.DISCORD_CONSUME_RETRY_SECONDS)
-            try:
-                pending = await run_service(entitlements_to_consume)
-                for entitlement_id in pending:
-                    if entitlement_id not in self._settling and self.bot.is_ready():
-                        await self.consume(entitlement_id)
-            except Exception:
-                log.exception("Retrying entitlement consumes failed; will try again")
+    @tasks.loop(seconds=60)
+    async def retry_consumes(self) -> None:
+        """Credited but not consumed: a consume call that failed. Offered to Discord again, every
+        DISCORD_CONSUME_RETRY_SECONDS while connected."""
+        if not self.bot.is_ready():
+            return
+        try:
+            for entitlement_id in await run_service(entitlements_to_consume):
+                if entitlement_id not in self._settling:
+                    await self.consume(entitlement_id)
+        except Exception:
+            log.exception("Retrying entitlement consumes failed; will try again")
+
+    @retry_consumes.before_loop
+    async def _first_retry_after_an_interval(self) -> None:
+        await self.bot.wait_until_ready()  # the connection's reconciliation consumes what is pending then
+        await asyncio.sleep(settings.DISCORD_CONSUME_RETRY_SECONDS)
 
 
 async def setup(bot: commands.Bot) -> None:

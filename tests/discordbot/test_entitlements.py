@@ -207,3 +207,25 @@ def test_a_refund_racing_the_credit_never_leaves_credits(assert_audit_clean):
         assert account_balance(discord_user_id=user) == 0
         assert EntitlementPurchase.objects.get(entitlement_id=entitlement).deleted_at is not None
     assert_audit_clean()
+
+
+@pytest.mark.django_db
+def test_operators_see_discord_purchases_read_only_in_the_admin(operator):
+    pack, user = sku_pack(credits=40, name="Discord pack"), new_id()
+    credited, refunded = new_id(), new_id()
+    entitlement_credit(entitlement_id=credited, sku_id=pack.discord_sku_id, discord_user_id=user)
+    entitlement_claw_back(entitlement_id=refunded, sku_id=pack.discord_sku_id, discord_user_id=user)
+    url = "/admin/discordbot/entitlementpurchase/"
+
+    listing = operator.get(url)
+    found = operator.get(url, {"q": str(credited)})
+    words = operator.get(url, {"q": "not a number"})
+    page = operator.get(f"{url}{EntitlementPurchase.objects.get(entitlement_id=credited).pk}/change/")
+
+    assert listing.status_code == 200
+    text = listing.content.decode()
+    assert str(credited) in text and "credited, not yet consumed" in text and "refunded before it was credited" in text
+    assert found.status_code == 200 and str(refunded) not in found.content.decode()
+    assert words.status_code == 200
+    assert page.status_code == 200 and "entitlement:" in page.content.decode()
+    assert operator.post(f"{url}add/").status_code == 403

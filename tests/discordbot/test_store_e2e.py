@@ -145,6 +145,7 @@ def test_a_purchase_made_while_the_bot_was_down_is_credited_and_consumed_at_star
     shop, store, member, assert_audit_clean
 ):
     user, other = member(), member()
+    shop.wait_for(shop.bot.is_ready)  # (stopping a bot before it is ready leaves discord.py's ready event behind)
     shop.stop_bot()
     missed = [buy(shop, user, store["Starter"]), buy(shop, other, store["Retired"])]  # taken off sale, still honoured
     assert not any(purchase_of(e) for e in missed)
@@ -214,6 +215,7 @@ def test_refunds_made_while_the_bot_was_down_are_clawed_back_at_start_up(shop, s
     user, late = member(), member()
     credited = buy(shop, user, store["Big"])
     wait_consumed(shop, credited)
+    shop.wait_for(shop.bot.is_ready)  # (stopping a bot before it is ready leaves discord.py's ready event behind)
     shop.stop_bot()
     shop.run(shop.discord.refund(credited.id))
     never_seen = buy(shop, late, store["Starter"])
