@@ -171,6 +171,10 @@ def entitlement_claw_back(
     when nothing had been credited (a tombstone then stops any later credit) or the SKU sells no pack."""
     _require_snowflake(entitlement_id, "The entitlement")
     _require_snowflake(sku_id, "The SKU")
+    # Already handled (every connection's reconciliation sees each refund again): answer without a write lock.
+    done = EntitlementPurchase.objects.filter(entitlement_id=entitlement_id, deleted_at__isnull=False).first()
+    if done is not None:
+        return Clawback.objects.filter(cause=entitlement_cause(entitlement_id)).first() if done.voucher_id else None
     now = timezone.now()
     with transaction.atomic():
         purchase = EntitlementPurchase.objects.filter(entitlement_id=entitlement_id).first()

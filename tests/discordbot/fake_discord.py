@@ -16,6 +16,7 @@ rely on leniency:
   message (400, 50035 / 50006); at most 10 attachments, each within `attachment_size_limit` (413, 40005);
 - interaction webhooks are rate-limited per token: 429 with `retry_after` (and the `Via` header real Discord
   sends, without which discord.py treats a 429 as a Cloudflare ban), plus X-RateLimit headers on every answer.
+The store (SKUs, entitlements, their routes and gateway events, premium buttons) is in `fake_store.py`.
 It also keeps what the channel saw: `public_log` holds every content a public message ever showed, and
 `visible(token)` the public messages of an interaction that still exist.
 
