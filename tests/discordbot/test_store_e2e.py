@@ -42,7 +42,10 @@ def store(harness):
 
 @pytest.fixture
 def shop(harness, store):
+    """The bot connected and ready (its connection's reconciliation done or under way), selling the store."""
     harness.start_bot()
+    # Also: a bot stopped before it is ready leaves discord.py's pending ready event unawaited.
+    harness.wait_for(harness.bot.is_ready)
     return harness
 
 
@@ -69,6 +72,7 @@ def test_buy_shows_only_the_stripe_link_while_no_pack_has_a_sku(bot, member):
 
     assert [b["style"] for b in answer.buttons] == [LINK_STYLE]
     assert "in Discord" not in answer.content
+    bot.wait_for(bot.bot.is_ready)
     assert not [c for c in bot.discord.snapshot() if c.route in ("list_entitlements", "consume_entitlement")]
 
 
