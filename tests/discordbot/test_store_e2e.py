@@ -306,3 +306,25 @@ def test_discord_py_reads_the_fakes_store_as_discord_documents_it(shop, store, m
 
 async def _collect(iterator) -> list:
     return [item async for item in iterator]
+
+
+def test_test_entitlements_are_made_and_deleted_through_discord_py_and_credited_at_the_next_connection(
+    shop, store, member, assert_audit_clean
+):
+    bot, user = shop.bot, member()
+    owner = discord.EntitlementOwnerType.user
+    shop.run(bot.create_entitlement(discord.Object(store["Big"]), discord.Object(user), owner))
+    (made,) = [e for e in shop.discord.entitlements.values() if e.user_id == user]
+    assert made.type == 4  # a test-mode purchase
+    bought = buy(shop, member(), store["Starter"])
+    wait_consumed(shop, bought)
+    with pytest.raises(discord.NotFound):  # only test entitlements can be deleted
+        shop.run(bot.http.delete_entitlement(shop.discord.APP_ID, bought.id))
+
+    shop.stop_bot()
+    shop.start_bot()
+
+    wait_consumed(shop, made)
+    assert account_balance(discord_user_id=user) == 200
+    assert purchase_of(made).entitlement_type == 4
+    assert_audit_clean()
