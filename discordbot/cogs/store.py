@@ -39,6 +39,7 @@ class Store(commands.Cog):
         self.bot = bot
         self._settling: set[int] = set()  # entitlement ids being settled by this process right now
         self._reconciling = asyncio.Lock()
+        self._reconciled_session: str | None = None  # the gateway session whose start was reconciled
 
     async def cog_load(self) -> None:
         self.retry_consumes.change_interval(seconds=settings.DISCORD_CONSUME_RETRY_SECONDS)
@@ -60,10 +61,6 @@ class Store(commands.Cog):
     @commands.Cog.listener()
     async def on_entitlement_delete(self, entitlement: discord.Entitlement) -> None:
         await self.refund(entitlement)
-
-    @commands.Cog.listener()
-    async def on_ready(self) -> None:
-        await self.reconcile()
 
     # --- the work -----------------------------------------------------------------------------------------------
 
@@ -147,21 +144,29 @@ class Store(commands.Cog):
 
     @tasks.loop(seconds=60)
     async def retry_consumes(self) -> None:
-        """Credited but not consumed: a consume call that failed. Offered to Discord again, every
-        DISCORD_CONSUME_RETRY_SECONDS while connected."""
+        """Once per gateway session, as soon as the bot is ready: reconcile (what happened while it was away).
+        Then, every DISCORD_CONSUME_RETRY_SECONDS: offer Discord again what was credited but not consumed.
+
+        (A loop rather than an `on_ready` listener: discord.py leaves a listener's pending task behind when the
+        bot is stopped before it is ready.)"""
         if not self.bot.is_ready():
             return
         try:
+            session = getattr(self.bot.ws, "session_id", None)
+            if session != self._reconciled_session:
+                self._reconciled_session = session
+                await self.reconcile()
+                return
             for entitlement_id in await run_service(entitlements_to_consume):
                 if entitlement_id not in self._settling:
                     await self.consume(entitlement_id)
         except Exception:
-            log.exception("Retrying entitlement consumes failed; will try again")
+            self._reconciled_session = None  # reconcile again at the next turn
+            log.exception("Settling Discord entitlements failed; will try again")
 
     @retry_consumes.before_loop
-    async def _first_retry_after_an_interval(self) -> None:
-        await self.bot.wait_until_ready()  # the connection's reconciliation consumes what is pending then
-        await asyncio.sleep(settings.DISCORD_CONSUME_RETRY_SECONDS)
+    async def _wait_until_ready(self) -> None:
+        await self.bot.wait_until_ready()
 
 
 async def setup(bot: commands.Bot) -> None:
