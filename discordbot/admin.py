@@ -13,7 +13,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from discordbot.guilds import MAX_CHANNELS
-from discordbot.models import BotProcess, Generation, GuildMember, GuildMemberDay, GuildSettings
+from discordbot.models import BotProcess, EntitlementPurchase, Generation, GuildMember, GuildMemberDay, GuildSettings
 from vouchers import pricing
 from vouchers.admin_base import GuardedAdmin, ReadOnlyAdmin, member_label, moment
 from vouchers.models import CreditAccount
@@ -222,3 +222,49 @@ class GuildMemberDayAdmin(ReadOnlyAdmin):
     list_filter = ["day"]
     search_fields = ["=guild_id", "=discord_user_id"]
     date_hierarchy = "day"
+
+
+@admin.register(EntitlementPurchase)
+class EntitlementPurchaseAdmin(ReadOnlyAdmin):
+    """Credit packs bought in Discord's own store (Premium Apps): what each entitlement credited, whether Discord
+    consumed it, and its refund. Read-only: the bot records them; a refund is Discord's (see the README)."""
+
+    list_display = [
+        "entitlement_id",
+        moment("created_at", "credited"),
+        "discord_user_id",
+        "pack",
+        "credits",
+        "kind",
+        "state",
+    ]
+    list_filter = ["pack", "entitlement_type", ("consumed_at", admin.EmptyFieldListFilter), "deleted_at"]
+    search_fields = ["=entitlement_id", "=discord_user_id", "=sku_id"]
+    list_select_related = ["pack"]
+    date_hierarchy = "created_at"
+    fields = [
+        "entitlement_id",
+        "sku_id",
+        "discord_user_id",
+        "kind",
+        "pack",
+        "credits",
+        "voucher",
+        "created_at",
+        "consumed_at",
+        "deleted_at",
+        "clawback_cause",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="type", ordering="entitlement_type")
+    def kind(self, obj: EntitlementPurchase) -> str:
+        return EntitlementPurchase.TYPE_NAMES.get(obj.entitlement_type, f"type {obj.entitlement_type}")
+
+    @admin.display(description="state")
+    def state(self, obj: EntitlementPurchase) -> str:
+        if obj.voucher_id is None:
+            return "refunded before it was credited"
+        if obj.deleted_at is not None:
+            return "refunded: clawed back"
+        return "credited, consumed" if obj.consumed_at else "credited, not yet consumed"

@@ -8,9 +8,9 @@ from datetime import datetime
 from django.db.models import Case, Count, F, IntegerField, Q, Sum, Value, When
 from django.db.models.functions import Coalesce
 
-from discordbot.models import Generation, GuildCharge, GuildMemberDay
+from discordbot.models import EntitlementPurchase, Generation, GuildCharge, GuildMemberDay
 from vouchers.audit import Kind, audit_check, moved_since
-from vouchers.models import CreditAccount, LedgerEntry
+from vouchers.models import Clawback, CreditAccount, LedgerEntry
 
 
 def _window(since: datetime | None):
@@ -200,4 +200,63 @@ def _member_days_match_charges() -> list[str]:
         for k in expected
         if k not in seen and expected[k] != [0, 0]
     ]
+    return problems
+
+
+# --- Discord's own checkout (Premium Apps) -------------------------------------------------------------------------
+
+
+@audit_check("each Discord purchase credited once, as its pack")
+def _entitlements_credited_once() -> list[str]:
+    """Every credited entitlement has its own voucher (one-to-one, unique entitlement id) worth the pack's credits
+    at purchase time, redeemed once to the buyer; a consumed one was credited; a tombstone credited nothing."""
+    problems = []
+    purchases = EntitlementPurchase.objects.select_related("voucher__redeemed_by", "pack")
+    redeems = dict(
+        LedgerEntry.objects.filter(kind=Kind.REDEEM, voucher__entitlement_purchase__isnull=False)
+        .values("voucher_id")
+        .annotate(n=Count("pk"))
+        .values_list("voucher_id", "n")
+    )
+    for purchase in purchases.iterator(chunk_size=2000):
+        name = f"Discord entitlement {purchase.entitlement_id}"
+        voucher = purchase.voucher
+        if voucher is None:
+            if purchase.credits or purchase.consumed_at or purchase.deleted_at is None:
+                problems.append(f"{name}: no voucher, yet not a refunded tombstone")
+            continue
+        if voucher.credits != purchase.credits or purchase.credits <= 0:
+            problems.append(f"{name}: voucher worth {voucher.credits}, purchase records {purchase.credits} credits")
+        if purchase.pack is None or purchase.pack.discord_sku_id not in (None, purchase.sku_id):
+            problems.append(f"{name}: SKU {purchase.sku_id} does not sell its pack")
+        if voucher.status != voucher.Status.REDEEMED or voucher.redeemed_by is None:
+            problems.append(f"{name}: its voucher is {voucher.status}, not redeemed to the buyer")
+        elif voucher.redeemed_by.discord_user_id != purchase.discord_user_id:
+            buyer, redeemer = purchase.discord_user_id, voucher.redeemed_by.discord_user_id
+            problems.append(f"{name}: credited to {redeemer}, bought by {buyer}")
+        if redeems.get(voucher.pk, 0) != 1:
+            problems.append(f"{name}: credited {redeems.get(voucher.pk, 0)} time(s)")
+    return problems
+
+
+@audit_check("every refunded Discord purchase clawed back")
+def _entitlements_refunds_clawed_back() -> list[str]:
+    """A deleted (refunded) entitlement that had been credited has its clawback (cause "entitlement:<id>") for
+    all its credits, in force: taken from the balance, the rest owed."""
+    problems = []
+    refunded = EntitlementPurchase.objects.filter(deleted_at__isnull=False, voucher__isnull=False)
+    clawbacks = {
+        c.cause: c
+        for c in Clawback.objects.filter(cause__in=[p.clawback_cause for p in refunded.only("entitlement_id")])
+    }
+    for purchase in refunded:
+        clawback = clawbacks.get(purchase.clawback_cause)
+        if clawback is None:
+            problems.append(f"Discord entitlement {purchase.entitlement_id}: refunded but not clawed back")
+        elif clawback.voucher_id != purchase.voucher_id or clawback.status == Clawback.Status.RETURNED:
+            problems.append(f"Discord entitlement {purchase.entitlement_id}: its clawback is not in force")
+        elif clawback.credits != purchase.credits:
+            problems.append(
+                f"Discord entitlement {purchase.entitlement_id}: clawed back {clawback.credits} of {purchase.credits}"
+            )
     return problems

@@ -52,6 +52,7 @@ EXTENSIONS = (
     "discordbot.cogs.help",
     "discordbot.cogs.members",
     "discordbot.cogs.server",
+    "discordbot.cogs.store",
 )
 LOGIN_BACKOFF = (1, 2, 4, 8, 15, 30, 60)  # seconds between attempts to reach Discord at start-up
 HEALTH_TOUCH_SECONDS = 10.0  # well inside the 20 s the container health check relies on

@@ -244,3 +244,64 @@ class GuildCharge(models.Model):
 
     def __str__(self) -> str:
         return f"Server charge of generation #{self.generation_id}"
+
+
+# --- Discord's own checkout (Premium Apps): credit packs bought as consumable SKUs ---------------------------------
+
+
+class EntitlementPurchase(models.Model):
+    """A credit pack bought in Discord's store: one consumable SKU's entitlement, credited once.
+
+    `discordbot.entitlements.entitlement_credit` makes it in one transaction with a voucher issued for it and
+    redeemed to the buyer, so the ledger, `auditcredits` and a refund's clawback treat it like a Stripe order's
+    voucher. The unique `entitlement_id` makes crediting happen once, whatever the number of gateway deliveries,
+    reconciliations and bot processes. A row without a voucher is a tombstone: Discord deleted (refunded) the
+    entitlement before it was credited, so it never will be.
+    """
+
+    # Discord's entitlement types that matter here (https://discord.com/developers/docs/resources/entitlement).
+    TYPE_NAMES = {1: "purchase", 3: "developer gift", 4: "test-mode purchase", 5: "free purchase", 6: "user gift"}
+
+    entitlement_id = models.BigIntegerField(unique=True)
+    sku_id = models.BigIntegerField()
+    discord_user_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    entitlement_type = models.PositiveSmallIntegerField(default=1)
+    pack = models.ForeignKey(
+        "storefront.CreditPack", on_delete=models.PROTECT, null=True, blank=True, related_name="entitlement_purchases"
+    )
+    # Copied from the pack when credited (the pack may change later); the voucher carries the same number.
+    credits = models.PositiveIntegerField(default=0)
+    voucher = models.OneToOneField(
+        "vouchers.Voucher", on_delete=models.PROTECT, null=True, blank=True, related_name="entitlement_purchase"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Discord acknowledged the consume call: the member may buy the SKU again. Null: retried until it is.
+    consumed_at = models.DateTimeField(null=True, blank=True)
+    # Discord deleted the entitlement (a refund): what it bought was clawed back (cause "entitlement:<id>").
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(voucher__isnull=False) & Q(credits__gt=0) & Q(discord_user_id__isnull=False))
+                | (Q(voucher__isnull=True) & Q(credits=0) & Q(deleted_at__isnull=False)),
+                name="entitlementpurchase_credited_or_tombstone",
+            ),
+            models.CheckConstraint(
+                condition=Q(consumed_at__isnull=True) | Q(voucher__isnull=False),
+                name="entitlementpurchase_consumed_only_when_credited",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Discord entitlement {self.entitlement_id}"
+
+    @property
+    def clawback_cause(self) -> str:
+        return entitlement_cause(self.entitlement_id)
+
+
+def entitlement_cause(entitlement_id: int) -> str:
+    """The clawback cause of a refunded entitlement: once per entitlement, like a Stripe refund's."""
+    return f"entitlement:{entitlement_id}"

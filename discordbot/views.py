@@ -7,6 +7,7 @@ import discord
 from django.conf import settings
 
 from discordbot.bridge import run_service
+from discordbot.entitlements import StoreSku
 from discordbot.replies import plural, report_error, send_private
 from discordbot.services import MAX_PROMPT_LENGTH, generation_owner_id, generation_prompt_for_owner
 from storefront.tokens import buy_token_make, discord_name_label
@@ -162,7 +163,18 @@ def buy_url(user: discord.abc.User) -> str:
     return f"{settings.SITE_URL}/?for={buy_token_make(discord_user_id=user.id, discord_name=name)}"
 
 
-def buy_view(user: discord.abc.User) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)  # a link button: nothing to listen for
+# A message holds at most 25 buttons (5 rows of 5); one is the Stripe link.
+MAX_PREMIUM_BUTTONS = 24
+
+
+def buy_view(user: discord.abc.User, skus: list[StoreSku] = ()) -> discord.ui.View:
+    """The Stripe link, then Discord's own purchase button for each pack sold as a SKU (`skus`, in shop order).
+
+    A premium button carries only its SKU id: Discord draws its name and price, and refuses a label, emoji,
+    custom_id or url on it. Pressing it opens Discord's checkout, not an interaction; the purchase arrives as an
+    entitlement (see cogs/store.py)."""
+    view = discord.ui.View(timeout=None)  # link and premium buttons: nothing to listen for
     view.add_item(discord.ui.Button(label="Buy credits", url=buy_url(user), emoji="\N{SHOPPING TROLLEY}"))
+    for sku in skus[:MAX_PREMIUM_BUTTONS]:
+        view.add_item(discord.ui.Button(sku_id=sku.sku_id))
     return view

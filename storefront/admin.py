@@ -84,7 +84,7 @@ class CreditPackAdmin(GuardedAdmin):
     list_editable = ("active", "sort_order")
     list_filter = ("active",)
     search_fields = ("name",)
-    fields = ("name", "credits", "price_cents", "currency", "active", "sort_order")
+    fields = ("name", "credits", "price_cents", "currency", "active", "sort_order", "discord_sku_id")
 
     @admin.display(description="price", ordering="price_cents")
     def price(self, pack: CreditPack) -> str:

@@ -18,6 +18,17 @@ class CreditPack(models.Model):
     currency = models.CharField(max_length=3, default="usd")
     active = models.BooleanField(default=True)
     sort_order = models.PositiveIntegerField(default=0)
+    # Optional: the consumable SKU in the app's Discord store that sells this pack (Premium Apps). Blank: the pack
+    # is sold only through Stripe. The bot's /buy shows Discord's purchase button for it, and credits its
+    # entitlements (see discordbot/entitlements.py). Kept after the pack is deactivated, so purchases still credit.
+    discord_sku_id = models.BigIntegerField(
+        "Discord SKU id",
+        null=True,
+        blank=True,
+        unique=True,
+        help_text="A consumable SKU id from the Developer Portal (Monetization > SKUs), at no higher price than here. "
+        "Blank: not sold in Discord.",
+    )
 
     class Meta:
         ordering = ["sort_order", "price_cents"]
@@ -28,6 +39,7 @@ class CreditPack(models.Model):
             # Stripe refuses a unit_amount above 99,999,999 minor units.
             models.CheckConstraint(condition=Q(price_cents__lte=MAX_AMOUNT), name="creditpack_price_bounded"),
             models.CheckConstraint(condition=Q(currency__in=sorted(SUPPORTED_CURRENCIES)), name="creditpack_currency"),
+            models.CheckConstraint(condition=Q(discord_sku_id__gt=0), name="creditpack_discord_sku_positive"),
         ]
 
     def __str__(self) -> str:
@@ -44,6 +56,8 @@ class CreditPack(models.Model):
             errors["price_cents"] = f"The price must be 1 to {MAX_AMOUNT:,} in the currency's smallest unit."
         if self.credits is not None and not 0 < self.credits <= MAX_PACK_CREDITS:
             errors["credits"] = f"A pack holds 1 to {MAX_PACK_CREDITS:,} credits."
+        if self.discord_sku_id is not None and not 0 < self.discord_sku_id < 2**63:
+            errors["discord_sku_id"] = "A Discord SKU id is a positive number (copy it from the Developer Portal)."
         if errors:
             raise ValidationError(errors)
 

@@ -253,6 +253,9 @@ DISCORD_TEST_GUILD_ID = env.int("DISCORD_TEST_GUILD_ID", default=None)
 # Failed /redeem attempts a member may make per window before /redeem refuses them (counted in CACHE_URL).
 REDEEM_MAX_FAILURES = env.int("REDEEM_MAX_FAILURES", default=5)
 REDEEM_FAILURE_WINDOW_SECONDS = env.int("REDEEM_FAILURE_WINDOW_SECONDS", default=900)
+# Discord's checkout (a pack with a Discord SKU id): how often the bot offers Discord again the purchases it credited
+# but could not consume (a failed call). Consuming lets the member buy the pack again; it never credits twice.
+DISCORD_CONSUME_RETRY_SECONDS = env.float("DISCORD_CONSUME_RETRY_SECONDS", default=60)
 
 # --- Images ---------------------------------------------------------------------------------------------
 OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")

@@ -6,6 +6,7 @@ from discord.ext import commands
 from django.conf import settings
 
 from discordbot.bridge import run_service
+from discordbot.entitlements import store_skus
 from discordbot.guilds import guild_allowance_left
 from discordbot.replies import plural, shorten
 from discordbot.selectors import HistoryEntry, member_history
@@ -71,12 +72,18 @@ class Credits(commands.Cog):
     @app_commands.command(name="buy")
     async def buy(self, interaction: discord.Interaction) -> None:
         """Buy credits: a personal checkout link whose credits go straight to your balance."""
-        await interaction.response.send_message(
+        skus = await run_service(store_skus)
+        text = (
             "Here is your personal checkout link. Credits you buy through it land in your balance automatically, "
-            f"no voucher needed. It works for {BUY_TOKEN_MAX_AGE_SECONDS // 60} minutes; don't share it.",
-            view=buy_view(interaction.user),
-            ephemeral=True,
+            f"no voucher needed. It works for {BUY_TOKEN_MAX_AGE_SECONDS // 60} minutes; don't share it."
         )
+        if skus:
+            packs = ", ".join(f"{_escape(shorten(sku.name, 40))} ({plural(sku.credits)})" for sku in skus)
+            text += (
+                f"\nOr buy right here in Discord: {packs}. "
+                "The credits land in your balance as soon as Discord confirms the purchase."
+            )
+        await interaction.response.send_message(text, view=buy_view(interaction.user, skus), ephemeral=True)
 
 
 def _escape(text: str) -> str:

@@ -16,6 +16,7 @@ rely on leniency:
   message (400, 50035 / 50006); at most 10 attachments, each within `attachment_size_limit` (413, 40005);
 - interaction webhooks are rate-limited per token: 429 with `retry_after` (and the `Via` header real Discord
   sends, without which discord.py treats a 429 as a Cloudflare ban), plus X-RateLimit headers on every answer.
+The store (SKUs, entitlements, their routes and gateway events, premium buttons) is in `fake_store.py`.
 It also keeps what the channel saw: `public_log` holds every content a public message ever showed, and
 `visible(token)` the public messages of an interaction that still exist.
 
@@ -35,6 +36,8 @@ from typing import Any
 
 import yarl
 from aiohttp import WSMsgType, web
+
+from tests.discordbot.fake_store import STORE_ROUTE_NAMES, STORE_ROUTES, FakeStore
 
 API_PREFIX = "/api/v10"
 EPHEMERAL = 1 << 6
@@ -236,7 +239,7 @@ def _snowflakes() -> itertools.count:
     return itertools.count(int(time.time() * 1000 - 1420070400000) << 22)
 
 
-class FakeDiscord:
+class FakeDiscord(FakeStore):
     APP_ID = 1_300_000_000_000_000_001
     BOT_ID = 1_300_000_000_000_000_001  # a bot's user id is its application id
     OWNER_ID = 1_300_000_000_000_000_099
@@ -274,6 +277,7 @@ class FakeDiscord:
         self._sockets: dict[web.WebSocketResponse, itertools.count] = {}
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self._store_init()  # SKUs and entitlements (fake_store.py)
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
@@ -641,6 +645,7 @@ class FakeDiscord:
         ("DELETE", r"/webhooks/(?P<app>\d+)/(?P<token>[^/]+)/messages/(?P<message>[^/]+)", "delete_message"),
         ("GET", r"/webhooks/(?P<app>\d+)/(?P<token>[^/]+)/messages/(?P<message>[^/]+)", "get_message"),
         ("GET", r"/channels/(?P<channel>\d+)/messages/(?P<message>\d+)", "channel_message"),
+        *STORE_ROUTES,
     ]
 
     async def _cdn(self, request: web.Request) -> web.Response:
@@ -833,6 +838,8 @@ class FakeDiscord:
                     for command in call.json or []
                 ]
             return self._json(self.commands.get(scope, []))
+        if call.route in STORE_ROUTE_NAMES:
+            return self._store_answer(call, params)
         if call.route == "callback":
             return self._callback(call, params)
         if call.route == "channel_message":
@@ -943,6 +950,7 @@ class FakeDiscord:
         for row in body.get("components") or []:
             for item in row.get("components", []):
                 custom_id, label, url = item.get("custom_id"), item.get("label"), item.get("url")
+                self._validate_premium_button(item)
                 if custom_id is not None and not 1 <= len(custom_id) <= MAX_CUSTOM_ID:
                     raise Refused(400, 50035, "Invalid Form Body (custom_id: must be 1-100 in length)")
                 if item.get("type") == 2 and (custom_id is None) == (url is None) and item.get("sku_id") is None:
