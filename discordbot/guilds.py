@@ -107,7 +107,7 @@ def guild_rules_get(*, guild_id: int | None) -> ServerRules | None:
     # Asked twice per /generate in a server, and most servers set nothing: a plain existence check first (the ORM
     # query cost the bot's event loop more CPU, through the GIL, than the database spent on it).
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT 1 FROM {GuildSettings._meta.db_table} WHERE guild_id = %s", [guild_id])
+        cursor.execute(f'SELECT 1 FROM "{GuildSettings._meta.db_table}" WHERE "guild_id" = %s', [guild_id])
         if cursor.fetchone() is None:
             return None
     row = GuildSettings.objects.filter(guild_id=guild_id).first()

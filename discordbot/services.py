@@ -92,7 +92,10 @@ def member_name_seen(*, discord_user_id: int, name: str) -> bool:
     key = f"member-name-seen:{discord_user_id}"
     if cache.get(key) is not None:
         return False
-    if _select_one(f"SELECT 1 FROM {CreditAccount._meta.db_table} WHERE discord_user_id = %s", discord_user_id) is None:
+    if (
+        _select_one(f'SELECT 1 FROM "{CreditAccount._meta.db_table}" WHERE "discord_user_id" = %s', discord_user_id)
+        is None
+    ):
         return False
     if not cache.add(key, 1, timeout=MEMBER_NAME_THROTTLE_SECONDS):
         return False  # another process took this hour's write
@@ -193,7 +196,7 @@ def generation_reserve(
     _spend_guard_check()
     rules = guild_rules_get(guild_id=guild_id)  # None: a DM, or a server without rules (see discordbot.guilds)
     accounts = CreditAccount._meta.db_table
-    row = _select_one(f"SELECT id FROM {accounts} WHERE discord_user_id = %s", discord_user_id)
+    row = _select_one(f'SELECT "id" FROM "{accounts}" WHERE "discord_user_id" = %s', discord_user_id)
     account_id = None if row is None else row[0]
     try:
         if account_id is None and rules is None:
@@ -225,7 +228,7 @@ def generation_reserve(
                 memo=f"Image #{generation.pk}",
             )
             # The member's balance after it (their own, whoever paid: the server's wallet is not theirs to see).
-            [balance] = _select_one(f"SELECT balance FROM {accounts} WHERE id = %s", account_id)
+            [balance] = _select_one(f'SELECT "balance" FROM "{accounts}" WHERE "id" = %s', account_id)
     except InsufficientCredits:
         balance = account_balance(discord_user_id=discord_user_id)
         what = "This image costs" if count == 1 else f"These {count} images cost"
@@ -332,7 +335,8 @@ class RequestDefaults:
 def member_settings_get(*, discord_user_id: int) -> RequestDefaults:
     # Read on every /generate: one plain SELECT (the ORM's query building cost more CPU than the query itself).
     row = _select_one(
-        f"SELECT size, quality, count, private FROM {MemberSettings._meta.db_table} WHERE discord_user_id = %s",
+        f'SELECT "size", "quality", "count", "private" FROM "{MemberSettings._meta.db_table}" '
+        'WHERE "discord_user_id" = %s',
         discord_user_id,
     )
     if row is None:
@@ -344,8 +348,8 @@ def member_settings_get(*, discord_user_id: int) -> RequestDefaults:
 
 
 def _select_one(sql: str, *params: object) -> tuple | None:
-    """The first row of a plain SELECT on the bot's hot path (names from the models, the same SQL on SQLite and
-    PostgreSQL), without the ORM's per-query CPU."""
+    """The first row of a plain SELECT on the bot's hot path (names from the models, quoted as the ORM quotes them,
+    the same SQL on SQLite and PostgreSQL), without the ORM's per-query CPU."""
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone()
@@ -427,9 +431,9 @@ def generation_deliver_begin(
     expires = connection.ops.adapt_datetimefield_value(timezone.now() + timedelta(seconds=lease_margin))
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {generation} SET status = %s, message_id = %s, delivered_count = %s "
-            "WHERE id = %s AND status = %s AND count >= %s "
-            f"AND owner IN (SELECT identity FROM {process} WHERE identity = %s AND active = %s AND expires_at > %s)",
+            f'UPDATE "{generation}" SET "status" = %s, "message_id" = %s, "delivered_count" = %s '
+            'WHERE "id" = %s AND "status" = %s AND "count" >= %s AND "owner" IN '
+            f'(SELECT "identity" FROM "{process}" WHERE "identity" = %s AND "active" = %s AND "expires_at" > %s)',
             [
                 Generation.Status.DELIVERING.value,
                 message_id,
@@ -460,9 +464,9 @@ def generation_succeed(*, generation_id: int, message_id: int | None = None) -> 
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {Generation._meta.db_table} SET status = %s, delivered_at = %s, finished_at = %s"
-            + ("" if message_id is None else ", message_id = %s")
-            + " WHERE id = %s AND status = %s RETURNING cost, count, delivered_count",
+            f'UPDATE "{Generation._meta.db_table}" SET "status" = %s, "delivered_at" = %s, "finished_at" = %s'
+            + ("" if message_id is None else ', "message_id" = %s')
+            + ' WHERE "id" = %s AND "status" = %s RETURNING "cost", "count", "delivered_count"',
             [
                 Generation.Status.SUCCEEDED.value,
                 now,
