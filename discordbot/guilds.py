@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -104,6 +104,12 @@ def guild_rules_get(*, guild_id: int | None) -> ServerRules | None:
     """The server's rules; None in a DM or a server whose managers set nothing."""
     if guild_id is None:
         return None
+    # Asked twice per /generate in a server, and most servers set nothing: a plain existence check first (the ORM
+    # query cost the bot's event loop more CPU, through the GIL, than the database spent on it).
+    with connection.cursor() as cursor:
+        cursor.execute(f'SELECT 1 FROM "{GuildSettings._meta.db_table}" WHERE "guild_id" = %s', [guild_id])
+        if cursor.fetchone() is None:
+            return None
     row = GuildSettings.objects.filter(guild_id=guild_id).first()
     return None if row is None else _rules(row)
 

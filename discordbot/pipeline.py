@@ -35,7 +35,7 @@ from django.db import DatabaseError
 from discordbot.attachments import attachments_read
 from discordbot.bridge import run_service
 from discordbot.errors import BotError, GenerationError
-from discordbot.guilds import server_rules_refuse
+from discordbot.guilds import guild_request_check, interaction_facts, server_rules_refuse
 from discordbot.images import ImageBackend, ImageBatch, ImageJob, InputImage, Preview, safety_identifier
 from discordbot.queue import GenerationQueue, QueueTimeout, Ticket
 from discordbot.replies import PUBLIC_MESSAGE, UNEXPECTED, PublicMessage, plural, send_private
@@ -225,9 +225,26 @@ class GenerationPipeline:
             request = with_defaults(request, defaults)
         await self._run(interaction, generation_reserve, request=request)
 
-    def _reserve_with_defaults(self, *, request: Request, discord_user_id: int, **options: Any) -> Reservation:
-        """On a database thread: the member's /settings fill in what a request without pictures left out, the job
-        is checked against the model, then reserved (as `request` does in three steps for one with pictures)."""
+    def _reserve_with_defaults(
+        self, *, request: Request, discord_user_id: int, rules_facts: dict | None = None, **options: Any
+    ) -> Reservation:
+        """On a database thread: the server's rules are checked (`rules_facts`: `interaction_facts`, as
+        `server_rules_refuse` checks them), the member's /settings fill in what a request without pictures left
+        out, the job is checked against the model, then reserved (as `request` does in steps for one with
+        pictures)."""
+        if rules_facts is not None and rules_facts["guild_id"] is not None:
+            count = request.count or 1
+            try:
+                _, _, cost = generation_price(
+                    size=request.size, quality=request.quality, operation=request.operation, count=count
+                )
+                unit_cost = cost // count
+            except GenerationError:
+                unit_cost = None  # not on offer: the check below says so
+            try:
+                guild_request_check(**rules_facts, count=count, unit_cost=unit_cost)
+            except GenerationError as exc:
+                raise GenerationError(f"{exc.message} Nothing was charged.", reason=exc.reason) from None
         try:
             defaults = member_settings_get(discord_user_id=discord_user_id)
         except DatabaseError:
@@ -322,7 +339,10 @@ class GenerationPipeline:
         if self._closing:
             await send_private(interaction, RESTARTING)
             return
-        if await server_rules_refuse(interaction, request):  # a server's own rules (discordbot.guilds)
+        # A server's own rules (discordbot.guilds). A request without pictures checks them inside its reservation,
+        # on the same database thread (one hop from the event loop less per request, see `_reserve_with_defaults`).
+        folded = request is not None and reserve == self._reserve_with_defaults
+        if not folded and await server_rules_refuse(interaction, request):
             return
         if self._waiting[member] >= self.max_waiting_per_member:
             await send_private(
@@ -348,8 +368,9 @@ class GenerationPipeline:
             early: PublicMessage | None = None
             images: tuple[InputImage, ...] = ()
             markup: InputImage | None = None
-            if request is not None and reserve == self._reserve_with_defaults:
-                options.update(request=request)  # defaults, check and reservation in one database call
+            if folded:
+                # Server rules, defaults, check and reservation in one database call.
+                options.update(request=request, rules_facts=interaction_facts(interaction))
             elif request is not None:
                 if request.attachments or request.markup is not None:
                     # Reading pictures from Discord's CDN may take longer than Discord's 3 seconds: acknowledge

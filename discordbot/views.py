@@ -154,6 +154,10 @@ def image_view(
         view.add_item(VaryButton(generation_id, label=cost_label("Vary", vary_cost)))
     if delete:
         view.add_item(DeleteButton(generation_id))
+    # Every button is a DynamicItem, answered through `add_dynamic_items` by whichever process gets the click: a
+    # stopped view is only sent, not also registered in discord.py's view store for each image posted (CPU on the
+    # event loop at every delivery, for nothing).
+    view.stop()
     return view
 
 

@@ -80,3 +80,33 @@ def test_the_bot_records_the_name_of_a_member_who_uses_a_command(bot, member, fu
 
     bot.wait_for(lambda: CreditAccount.objects.get(discord_user_id=user).discord_name == name)
     assert not CreditAccount.objects.filter(discord_user_id=stranger).exists()  # no account made for a name
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_bot_does_not_send_a_name_it_wrote_this_hour_to_the_database_again(fund):
+    """The Members cog remembers the names this process wrote in the last hour: the same name again costs no
+    database call (the shared throttle would refuse it anyway); a changed name still goes to the throttle."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from discordbot.cogs.members import Members
+
+    fund(USER, 1)
+    cog = Members()
+
+    def used_a_command(display_name: str):
+        user = SimpleNamespace(id=USER, bot=False, name="ada", display_name=display_name)
+        asyncio.run(cog.on_app_command_completion(SimpleNamespace(user=user), None))
+
+    def recorded() -> str:
+        return CreditAccount.objects.get(discord_user_id=USER).discord_name
+
+    used_a_command("Ada")
+    assert recorded() == "Ada (@ada)"
+    # Another process's write and the end of the shared hour: only this process's memory stands in the way now.
+    CreditAccount.objects.filter(discord_user_id=USER).update(discord_name="written elsewhere")
+    cache.delete(f"member-name-seen:{USER}")
+    used_a_command("Ada")
+    assert recorded() == "written elsewhere"  # the same name: not sent to the database
+    used_a_command("Ada Renamed")
+    assert recorded() == "Ada Renamed (@ada)"  # a new name goes through the shared throttle (free again)
