@@ -502,19 +502,28 @@ def credits_reserve(
     Two statements in one transaction: `UPDATE ... WHERE discord_user_id = ? AND balance >= ? RETURNING id`,
     then the ledger row. Only a refusal reads (to say whether the member has an account at all).
     """
-    _require_discord_id(discord_user_id)
+    return _reserve(owner_id=discord_user_id, server=False, amount=amount, generation_id=generation_id, memo=memo)
+
+
+def _reserve(*, owner_id: int, server: bool, amount: int, generation_id: int | None, memo: str) -> LedgerEntry:
+    """A charge from a member's account (`owner_id` a Discord user id) or a server's wallet (a server id)."""
+    _require_discord_id(owner_id)
     _require_amount(amount)
     memo = _require_memo(memo)
     entry = _debit(
-        discord_user_id=discord_user_id,
+        discord_user_id=owner_id,
         amount=amount,
         kind=LedgerEntry.Kind.GENERATE,
         memo=memo,
         generation_id=generation_id,
+        server=server,
     )
     if entry is None:
-        if not CreditAccount.objects.filter(discord_user_id=discord_user_id).exists():
-            raise InsufficientCredits("You have no credits yet. Use /buy or /redeem first.")
+        owner = {"discord_guild_id" if server else "discord_user_id": owner_id}
+        if not CreditAccount.objects.filter(**owner).exists():
+            raise InsufficientCredits(
+                "This server's wallet is empty." if server else "You have no credits yet. Use /buy or /redeem first."
+            )
         raise InsufficientCredits()
     return entry
 
@@ -769,19 +778,4 @@ def server_credits_reserve(
 ) -> LedgerEntry:
     """`credits_reserve` from a server's wallet: one conditional debit; InsufficientCredits (nothing written) if
     the wallet is short or does not exist. `credits_refund` gives it back to the wallet, like any charge."""
-    _require_discord_id(discord_guild_id)
-    _require_amount(amount)
-    memo = _require_memo(memo)
-    entry = _debit(
-        discord_user_id=discord_guild_id,
-        amount=amount,
-        kind=LedgerEntry.Kind.GENERATE,
-        memo=memo,
-        generation_id=generation_id,
-        server=True,
-    )
-    if entry is None:
-        if not CreditAccount.objects.filter(discord_guild_id=discord_guild_id).exists():
-            raise InsufficientCredits("This server's wallet is empty.")
-        raise InsufficientCredits()
-    return entry
+    return _reserve(owner_id=discord_guild_id, server=True, amount=amount, generation_id=generation_id, memo=memo)
